@@ -1,0 +1,299 @@
+"""`python -m raywae.sweep FILE`: run a search-space YAML as a Ray Tune experiment logged to
+MLflow. `--dry-run` prints the planned trials without starting Ray; `--resume` continues a
+killed sweep (finished trials are kept, interrupted ones continue from their checkpoints).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import signal
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from raywae.data import DataError
+from raywae.search_space import SpecError, SweepSpec, load
+
+EXIT_BAD_INPUT = 2
+SUMMARY_COLUMNS = ("test/recon", "metric/beta_vae_4", "metric/beta_vae_5")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m raywae.sweep", description=__doc__)
+    p.add_argument("file", type=Path, help="search-space YAML (see search_spaces/)")
+    p.add_argument("--dry-run", action="store_true", help="print the trial table and exit")
+    p.add_argument("--resume", action="store_true", help="continue the sweep in --storage")
+    p.add_argument("--storage", help="Tune storage folder or URI (default: the YAML's, ./runs)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite in ./mlruns)")
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a YAML entry, e.g. --set base.train.steps=200 (repeatable)",
+    )
+    return p.parse_args(argv)
+
+
+def overrides(pairs: list[str]) -> dict[str, Any]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SpecError("--set", pair, "expected KEY.PATH=VALUE")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def trial_table(spec: SweepSpec) -> str:
+    """The planned trials (grid) or the searched space (optuna / random), as text."""
+    lines = [f"sweep {spec.name!r} from {spec.source}: {spec.algorithm} search"]
+    for arm in spec.arms.values():
+        settings = ", ".join(f"{k}={v}" for k, v in arm.settings.items())
+        lines.append(f"  arm {arm.name}: {settings or '(base settings)'}")
+    if spec.algorithm == "grid":
+        trials = spec.trials()
+        keys = sorted({k for t in trials for k in t.params})
+        lines.append(f"{len(trials)} trials")
+        lines.append("  ".join(["#".rjust(4), "arm".ljust(14), *keys, "seed"]))
+        for i, t in enumerate(trials):
+            cells = [str(t.params.get(k, "-")).ljust(len(k)) for k in keys]
+            lines.append("  ".join([str(i).rjust(4), t.arm.ljust(14), *cells, str(t.seed)]))
+    else:
+        lines.append(
+            f"{spec.num_samples} trials, sampler {spec.sampler}, "
+            f"objectives {list(zip(spec.metric, spec.mode))}, seed {spec.seeds[0]}"
+        )
+        for arm in spec.arms.values():
+            space = ", ".join(f"{k} ~ {d.kind}{list(d.args)}" for k, d in arm.space.items())
+            lines.append(f"  {arm.name}: {space or '(fixed)'}")
+    lines.append(
+        f"resources per trial: {spec.cpu} CPU, {spec.gpu} GPU; "
+        f"steps per trial: {spec.config(_any_trial(spec)).train.steps}"
+    )
+    return "\n".join(lines)
+
+
+def _any_trial(spec: SweepSpec) -> dict[str, Any]:
+    if spec.algorithm == "grid":
+        return spec.trials()[0].as_config()
+    arm = next(iter(spec.arms.values()))
+    return {"arm": arm.name, "seed": spec.seeds[0], **{k: d.args[0] for k, d in arm.space.items()}}
+
+
+def resolve_paths(spec: SweepSpec, storage: str | None) -> SweepSpec:
+    """Absolute storage and data paths: trials run inside their own folders."""
+    storage = storage or spec.storage
+    if "://" not in storage:
+        storage = str(Path(storage).expanduser().resolve())
+    base = dict(spec.base)
+    data = dict(base.get("data", {}))
+    if data.get("path"):
+        data["path"] = str(Path(data["path"]).expanduser().resolve())
+        base["data"] = data
+    return dataclasses.replace(spec, storage=storage, base=base)
+
+
+class SweepError(RuntimeError):
+    """A sweep that cannot start (no GPU, nothing to resume, an existing sweep in the way)."""
+
+
+def prepare_data(spec: SweepSpec) -> dict[str, str]:
+    """Open (building once, under a lock) every dataset the sweep's arms use, before any
+    trial starts; returns their provenance as MLflow tags."""
+    from raywae.trainable import dataset
+
+    tags: dict[str, str] = {}
+    for arm in spec.arms.values():
+        ds = dataset(spec.config(_any_trial(spec) | {"arm": arm.name}))
+        for key, value in ds.provenance().items():
+            tags.setdefault(f"raywae.{key}", value)
+    return tags
+
+
+class DefineByRun:
+    """Optuna define-by-run space: the arm first (if several), then that arm's distributions.
+    A name means the same distribution in every arm (checked when the YAML is loaded)."""
+
+    def __init__(self, spec: SweepSpec) -> None:
+        self.spec = spec
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        arms = list(self.spec.arms)
+        arm = trial.suggest_categorical("arm", arms) if len(arms) > 1 else arms[0]
+        for key, d in self.spec.arms[arm].space.items():
+            if d.kind == "choice":
+                trial.suggest_categorical(key, list(d.args))
+            elif d.kind == "int":
+                trial.suggest_int(key, *d.args)
+            else:
+                trial.suggest_float(key, *d.args, log=d.kind == "loguniform")
+        return {"seed": self.spec.seeds[0]} | ({} if len(arms) > 1 else {"arm": arm})
+
+
+def searcher(spec: SweepSpec, experiment: Path) -> Any:
+    """OptunaSearch with a persisted study (optuna.db in the experiment folder)."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    class FinalOnlyOptunaSearch(OptunaSearch):
+        """Objectives arrive with the final result only; skip intermediate reports."""
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            if isinstance(self.metric, str) and self.metric in result:
+                super().on_trial_result(trial_id, result)
+
+    samplers = {
+        "tpe": optuna.samplers.TPESampler,
+        "nsga2": optuna.samplers.NSGAIISampler,
+        "random": optuna.samplers.RandomSampler,
+    }
+    sampler = "random" if spec.algorithm == "random" else spec.sampler
+    experiment.mkdir(parents=True, exist_ok=True)
+    single = len(spec.metric) == 1
+    return FinalOnlyOptunaSearch(
+        space=DefineByRun(spec),
+        metric=spec.metric[0] if single else list(spec.metric),
+        mode=spec.mode[0] if single else list(spec.mode),
+        sampler=samplers[sampler](seed=spec.search_seed),
+        study_name=spec.name,
+        storage=optuna.storages.RDBStorage(f"sqlite:///{experiment / 'optuna.db'}"),
+    )
+
+
+def run(
+    spec: SweepSpec,
+    tags: dict[str, str],
+    tracking_uri: str | None,
+    address: str | None,
+    resume: bool,
+) -> int:
+    """Start (or resume) the Tuner; print a summary; 0 if every trial finished."""
+    import ray
+    from ray import tune
+
+    from raywae.data import data_dir
+    from raywae.tracking import MLflowCallback, default_tracking_uri
+    from raywae.trainable import train_trial
+
+    # Objectives are reported with a trial's final result only, not with every update.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    tracking_uri = tracking_uri or spec.tracking_uri or default_tracking_uri()
+    experiment = Path(spec.storage) / spec.name if "://" not in spec.storage else None
+    ray.init(
+        address=address,
+        ignore_reinit_error=True,
+        runtime_env={"env_vars": {"RAYWAE_DATA_DIR": str(data_dir())}},
+    )
+    if spec.gpu > 0 and not ray.cluster_resources().get("GPU"):
+        raise SweepError(
+            f"{spec.source}: resources.gpu is {spec.gpu} but the Ray cluster has "
+            "no GPU; run with --set resources.gpu=0 to train on CPUs"
+        )
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, spec=spec), {"cpu": spec.cpu, "gpu": spec.gpu}
+    )
+    path = f"{spec.storage.rstrip('/')}/{spec.name}"
+    exists = tune.Tuner.can_restore(path)
+    if resume and not exists:
+        raise SweepError(f"nothing to resume at {path}")
+    if exists and not resume:
+        raise SweepError(
+            f"a sweep already exists at {path}: pass --resume to continue it, or "
+            "--storage DIR for a new one"
+        )
+    if resume:
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True)
+    else:
+        grid = spec.algorithm == "grid"
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"trial": tune.grid_search([t.as_config() for t in spec.trials()])}
+            if grid
+            else {},
+            tune_config=tune.TuneConfig(
+                num_samples=1 if grid else spec.num_samples,
+                search_alg=None if grid else searcher(spec, experiment or Path(".")),
+                max_concurrent_trials=spec.concurrency or None,
+                trial_dirname_creator=lambda t: f"{t.trial_id}",
+            ),
+            run_config=tune.RunConfig(
+                name=spec.name,
+                storage_path=spec.storage,
+                verbose=1,
+                callbacks=[MLflowCallback(spec, tracking_uri, tags)],
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            ),
+        )
+    results = tuner.fit()
+    return summarize(spec, results, path, tracking_uri)
+
+
+def summarize(spec: SweepSpec, results: Any, path: str, tracking_uri: str) -> int:
+    """Best trial per arm, failures, and where everything is."""
+    df = results.get_dataframe()
+    arm_col = next((c for c in ("config/trial/arm", "config/arm") if c in df.columns), None)
+    metric, mode = spec.metric[0], spec.mode[0]
+    print(f"\n=== {spec.name}: {len(df)} trials, {len(results.errors)} failed ===")
+    if arm_col and metric in df.columns:
+        cols = [c for c in dict.fromkeys((metric, *SUMMARY_COLUMNS)) if c in df.columns]
+        for arm, rows in df.groupby(arm_col):
+            rows = rows.dropna(subset=[metric])
+            if len(rows):
+                best = rows.loc[rows[metric].idxmax() if mode == "max" else rows[metric].idxmin()]
+                figures = ", ".join(f"{c} {best[c]:.4g}" for c in cols)
+                print(f"best {arm} ({mode} {metric}): trial {best['trial_id']}: {figures}")
+    for result in results:
+        if result.error is not None:
+            print(f"failed: {result.path}: {str(result.error).strip().splitlines()[-1]}")
+    unfinished = [r for r in results if r.error is None and not r.metrics.get("done")]
+    print(f"Tune results: {path}")
+    print(f"MLflow: experiment {spec.name!r} at {tracking_uri}")
+    if tracking_uri.startswith("sqlite:"):
+        print(f"  browse: mlflow ui --backend-store-uri {tracking_uri}")
+    if unfinished:
+        print(
+            f"interrupted: {len(unfinished)} trials unfinished; continue with "
+            f"python -m raywae.sweep {spec.source} --resume --storage {spec.storage}"
+        )
+        return 130
+    return 1 if results.errors else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        spec = load(args.file, overrides(args.set))
+    except SpecError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.dry_run:
+        print(trial_table(spec))
+        return 0
+    spec = resolve_paths(spec, args.storage)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            data = prepare_data(spec)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    # Ray, MLflow and torch load only past this point, when a sweep really runs.
+    # SIGTERM (a scheduler's kill) stops the sweep like Ctrl+C: Tune saves its state first.
+    signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    try:
+        return run(spec, data, args.tracking_uri, args.address, args.resume)
+    except SweepError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""MLflow: one run per Tune trial, logged from the driver by a Tune callback.
+
+Params are the trial's flattened config; metrics keep their step history; tags say which
+sweep, code and data produced the run; artifacts are the trial's images and final metrics.
+Runs are keyed by Tune's trial id, so a resumed sweep continues its runs instead of
+duplicating them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+import raywae
+from raywae.config import flatten
+from raywae.search_space import SweepSpec, unwrap
+
+TRIAL_TAG = "raywae.trial_id"
+LOGGED_PREFIXES = ("train/", "test/", "metric/", "time/")
+
+
+def default_tracking_uri(root: Path | None = None) -> str:
+    """An embedded sqlite store under ./mlruns (absolute, so trial folders don't matter)."""
+    root = (root or Path.cwd()).resolve() / "mlruns"
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def artifact_root(tracking_uri: str) -> str | None:
+    """Artifacts of a sqlite store go in a folder beside the database; a server decides."""
+    if tracking_uri.startswith("sqlite:///"):
+        return (Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
+    return None
+
+
+def experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
+    """Get or create the experiment (race-safe between two drivers)."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_root(tracking_uri))
+    except mlflow.exceptions.MlflowException:
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(raywae.__file__).parent,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+class MLflowCallback(tune.Callback):
+    """Driver-side logger: trials never touch the store, so sqlite is safe."""
+
+    def __init__(self, spec: SweepSpec, tracking_uri: str, tags: dict[str, str]) -> None:
+        self.spec, self.tracking_uri = spec, tracking_uri
+        self.tags = {
+            "raywae.sweep": spec.source,
+            "raywae.search": spec.algorithm,
+            "raywae.version": raywae.__version__,
+            **tags,
+        }
+        if commit := git_commit():
+            self.tags["raywae.git_commit"] = commit
+        self._reset()
+
+    def _reset(self) -> None:
+        self._client: MlflowClient | None = None
+        self._runs: dict[str, str] = {}
+        self._last_step: dict[str, int] = {}
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks with the experiment
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(self.tracking_uri)
+            self._experiment = experiment_id(self._client, self.spec.name, self.tracking_uri)
+        return self._client
+
+    def run_id(self, trial: Any) -> str:
+        """The trial's run: cached, else found by tag (resume), else created."""
+        if trial.trial_id in self._runs:
+            return self._runs[trial.trial_id]
+        client = self.client
+        found = client.search_runs(
+            [self._experiment], f"tags.`{TRIAL_TAG}` = '{trial.trial_id}'", max_results=1
+        )
+        if found:
+            run_id = found[0].info.run_id
+            history = client.get_metric_history(run_id, "train/loss")
+            self._last_step[trial.trial_id] = max((m.step for m in history), default=-1)
+        else:
+            config, arm = self.spec.config(trial.config), unwrap(trial.config)["arm"]
+            tags = {
+                **self.tags,
+                TRIAL_TAG: trial.trial_id,
+                "raywae.arm": arm,
+                "mlflow.runName": str(trial),
+            }
+            run_id = client.create_run(self._experiment, tags=tags).info.run_id
+            params = {**flatten(config), "arm": arm}
+            client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+            self._last_step[trial.trial_id] = -1
+        self._runs[trial.trial_id] = run_id
+        return run_id
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.client.update_run(self.run_id(trial), "RUNNING")
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        run_id, step = self.run_id(trial), int(result.get("step", 0))
+        if step <= self._last_step[trial.trial_id]:
+            return  # already logged before a restart
+        self._last_step[trial.trial_id] = step
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(k, float(v), now, step)
+            for k, v in result.items()
+            if k.startswith(LOGGED_PREFIXES) and isinstance(v, int | float)
+        ]
+        tags = [
+            RunTag(f"raywae.{k}", str(result[k]))
+            for k in ("node_ip", "hostname", "gpu_ids")
+            if k in result
+        ]
+        self.client.log_batch(run_id, metrics=metrics, tags=tags)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        run_id = self.run_id(trial)
+        if trial.checkpoint is not None:
+            with trial.checkpoint.as_directory() as path:
+                artifacts = Path(path) / "artifacts"
+                if artifacts.is_dir():
+                    self.client.log_artifacts(run_id, str(artifacts))
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        run_id = self.run_id(trial)
+        error = trial.error_file
+        message = Path(error).read_text().strip() if error and os.path.exists(error) else ""
+        last = message.splitlines()[-1] if message else "unknown error"
+        self.client.set_tag(run_id, "raywae.error", last[:4000])
+        if message:
+            self.client.log_text(run_id, message, "error.txt")
+        self.client.set_terminated(run_id, "FAILED")

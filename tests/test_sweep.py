@@ -1,0 +1,253 @@
+"""The sweep engine on a real local Ray, a real MLflow sqlite store and real Optuna."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from raywae.search_space import SpecError, load
+from raywae.sweep import main
+
+SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+PAPER_BETAS = [1, 3, 10, 20, 30, 40, 50, 75, 100]
+PAPER_L1 = [0, 0.1, 0.5, 1, 2, 3, 5, 8, 12]
+# Tiny trials: a 576-image grid, a narrow network, a few steps, the fast metric preset.
+TINY = {
+    "data": {
+        "source": "procedural",
+        "subgrid": {"scale": 3, "orientation": 10, "posX": 8, "posY": 8},
+    },
+    "model": {"hidden": 32, "latent_dim": 4},
+    "train": {"steps": 30, "report_every": 10, "batch_size": 16},
+    "metrics": {"preset": "disentanglement_lib", "runs": 1},
+}
+
+
+def write_space(folder: Path, name: str, **entries: object) -> Path:
+    doc = {
+        "name": name,
+        "base": TINY,
+        "seeds": 1,
+        "resources": {"cpu": 1},
+        "storage": str(folder / "runs"),
+        "tracking_uri": f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}",
+        **entries,
+    }
+    (folder / "mlruns").mkdir(exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def runs_of(folder: Path, name: str) -> list:
+    client = MlflowClient(f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(name)
+    return client, client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+# --- planning (no Ray) ------------------------------------------------------------------------
+@pytest.mark.parametrize(("name", "count"), [("beta_vae", 90), ("wae_l1", 180), ("paper", 270)])
+def test_dry_run_counts(name: str, count: int, capsys: pytest.CaptureFixture) -> None:
+    assert main([str(SPACES / f"{name}.yaml"), "--dry-run"]) == 0
+    assert f"{count} trials" in capsys.readouterr().out
+    trials = load(SPACES / f"{name}.yaml").trials()
+    assert (
+        len(trials) == count
+        and len({(t.arm, tuple(t.params.items()), t.seed) for t in trials}) == count
+    )
+    for arm in {t.arm for t in trials}:
+        values = sorted({v for t in trials if t.arm == arm for v in t.params.values()})
+        assert values == (PAPER_BETAS if arm == "beta_vae" else PAPER_L1)
+        assert sorted({t.seed for t in trials if t.arm == arm}) == list(range(10))
+
+
+def test_shipped_spaces_all_load() -> None:
+    for path in SPACES.glob("*.yaml"):
+        spec = load(path)
+        assert spec.arms, path
+    optuna_spec = load(SPACES / "wae_optuna.yaml")
+    assert optuna_spec.metric == ("test/recon", "metric/beta_vae_5")
+    assert optuna_spec.mode == ("min", "max")
+
+
+BAD = [
+    ("unknown key", {"base": {"train": {"stepz": 3}}}, "base.train.stepz", "unknown key"),
+    (
+        "string for float",
+        {"arms": {"beta_vae": {"grid": {"objective.beta": ["big"]}}}},
+        "arms.beta_vae.grid.objective.beta",
+        "expected float",
+    ),
+    (
+        "empty grid",
+        {"arms": {"beta_vae": {"grid": {"objective.beta": []}}}},
+        "arms.beta_vae.grid.objective.beta",
+        "empty grid axis",
+    ),
+    (
+        "unknown family",
+        {"arms": {"mine": {"family": "diffusion"}}},
+        "arms.mine.family",
+        "unknown family 'diffusion'",
+    ),
+    (
+        "negative lambda",
+        {"arms": {"wae_gaussian": {"grid": {"objective.lp_lambda": [1, -2]}}}},
+        "arms.wae_gaussian.grid.objective.lp_lambda",
+        ">= 0",
+    ),
+    ("gpu fraction", {"resources": {"gpu": 1.5}}, "resources.gpu", "1.5"),
+    (
+        "bad distribution",
+        {"search": {"algorithm": "optuna"}, "space": {"objective.beta": {"loguniform": [0, 10]}}},
+        "space.objective.beta.loguniform",
+        "0 < low < high",
+    ),
+    ("unknown top key", {"trails": 3}, "trails", "unknown key"),
+]
+
+
+@pytest.mark.parametrize(("case", "entries", "key", "message"), BAD, ids=[b[0] for b in BAD])
+def test_bad_yaml_exits_2_naming_file_key_and_line(
+    tmp_path: Path, case: str, entries: dict, key: str, message: str, capsys: pytest.CaptureFixture
+) -> None:
+    import ray
+
+    doc = {"name": "bad", "base": {"train": {"steps": 10}}, **entries}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and key in err and message in err, err
+    assert f"{path}:" in err and err.split(f"{path}:")[1][0].isdigit(), "no line number"
+    assert not ray.is_initialized()
+
+
+def test_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main([str(tmp_path / "nope.yaml")]) == 2
+    assert "no such search-space file" in capsys.readouterr().err
+    with pytest.raises(SpecError, match="expected KEY.PATH=VALUE"):
+        from raywae.sweep import overrides
+
+        overrides(["base.train.steps"])
+
+
+# --- running (real Ray, MLflow, Optuna) -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+def test_grid_sweep_end_to_end_with_a_failing_trial(tmp_path: Path, local_ray: None) -> None:
+    arms = {
+        "beta_vae": {"set": {"objective": {"beta": 4}}},
+        "wae_gaussian": {},
+        "diverges": {"family": "beta_vae", "set": {"train": {"lr": 1e30}}},
+    }
+    path = write_space(tmp_path, "smoke_grid", arms=arms, max_failures=0, concurrency=2)
+    assert main([str(path)]) == 1  # one trial failed; the others finished
+    client, runs = runs_of(tmp_path, "smoke_grid")
+    by_arm = {r.data.tags["raywae.arm"]: r for r in runs}
+    assert sorted(by_arm) == ["beta_vae", "diverges", "wae_gaussian"]
+    for arm in ("beta_vae", "wae_gaussian"):
+        run = by_arm[arm]
+        assert run.info.status == "FINISHED"
+        assert run.data.params["objective.name"] == ("beta_vae" if arm == "beta_vae" else "wae_mmd")
+        assert 0 <= run.data.metrics["metric/beta_vae_4"] <= 1
+        assert 0 <= run.data.metrics["metric/beta_vae_5"] <= 1
+        assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 3
+        assert run.data.tags["raywae.data/source"] == "procedural"
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"reconstructions.png", "traversal.png", "metrics.json"} <= artifacts
+    failed = by_arm["diverges"]
+    assert failed.info.status == "FAILED"
+    assert "NonFiniteLossError" in failed.data.tags["raywae.error"]
+
+
+def test_optuna_multi_objective_sweep(tmp_path: Path, local_ray: None) -> None:
+    arms = {
+        "beta_vae": {"space": {"objective.beta": {"loguniform": [1, 50]}}},
+        "wae_gaussian": {"space": {"objective.lp_lambda": {"uniform": [0, 5]}}},
+    }
+    search = {
+        "algorithm": "optuna",
+        "sampler": "nsga2",
+        "num_samples": 3,
+        "metric": ["test/recon", "metric/beta_vae_5"],
+        "mode": ["min", "max"],
+    }
+    path = write_space(tmp_path, "smoke_optuna", arms=arms, search=search, concurrency=2)
+    assert main([str(path)]) == 0
+    client, runs = runs_of(tmp_path, "smoke_optuna")
+    assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
+    for run in runs:
+        assert "metric/beta_vae_5" in run.data.metrics and "test/recon" in run.data.metrics
+    study = optuna.load_study(
+        study_name="smoke_optuna",
+        storage=f"sqlite:///{tmp_path / 'runs' / 'smoke_optuna' / 'optuna.db'}",
+    )
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 3 and len(study.directions) == 2
+    assert 1 <= len(study.best_trials) <= 3  # the Pareto front
+
+
+def test_killed_sweep_resumes_without_duplicates(tmp_path: Path) -> None:
+    arms = {"beta_vae": {"grid": {"objective.beta": [1, 4, 8]}}}
+    base = {**TINY, "train": {**TINY["train"], "steps": 60}}
+    path = write_space(tmp_path, "smoke_resume", arms=arms, base=base, concurrency=1)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "raywae.sweep", str(path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and driver.poll() is None and finished(tmp_path) < 1:
+        time.sleep(1)  # Tune's files, not MLflow: the driver may be creating the database
+    time.sleep(2)  # let the driver log the finished trial before it is interrupted
+    assert driver.poll() is None, driver.stdout.read()
+    driver.send_signal(signal.SIGINT)
+    out, _ = driver.communicate(timeout=120)
+    assert "--resume" in out, out[-3000:]
+    resumed = subprocess.run(
+        [sys.executable, "-m", "raywae.sweep", str(path), "--resume"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    _, runs = runs_of(tmp_path, "smoke_resume")
+    betas = sorted(float(r.data.params["objective.beta"]) for r in runs)
+    assert betas == [1.0, 4.0, 8.0]  # the planned set, one MLflow run each
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert sorted(finals_per_trial(tmp_path / "runs" / "smoke_resume")) == [1, 1, 1]
+
+
+def finals_per_trial(experiment: Path) -> list[int]:
+    """How many final ("done") results each trial folder holds."""
+    out = []
+    for result in experiment.glob("*/result.json"):
+        lines = [json.loads(line) for line in result.read_text().splitlines()]
+        out.append(sum(1 for line in lines if line.get("done")))
+    return out
+
+
+def finished(folder: Path) -> int:
+    return sum(finals_per_trial(folder / "runs" / "smoke_resume"))

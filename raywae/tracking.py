@@ -85,6 +85,7 @@ class MLflowCallback(tune.Callback):
         self._client: MlflowClient | None = None
         self._runs: dict[str, str] = {}
         self._last_step: dict[str, int] = {}
+        self._reconciled = False
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks with the experiment
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
@@ -100,16 +101,20 @@ class MLflowCallback(tune.Callback):
             self._experiment = experiment_id(self._client, self.spec.name, self.tracking_uri)
         return self._client
 
+    def _find(self, trial: Any) -> Any:
+        """The trial's existing run (a resumed sweep), or None."""
+        found = self.client.search_runs(
+            [self._experiment], f"tags.`{TRIAL_TAG}` = '{trial.trial_id}'", max_results=1
+        )
+        return found[0] if found else None
+
     def run_id(self, trial: Any) -> str:
         """The trial's run: cached, else found by tag (resume), else created."""
         if trial.trial_id in self._runs:
             return self._runs[trial.trial_id]
         client = self.client
-        found = client.search_runs(
-            [self._experiment], f"tags.`{TRIAL_TAG}` = '{trial.trial_id}'", max_results=1
-        )
-        if found:
-            run_id = found[0].info.run_id
+        if found := self._find(trial):
+            run_id = found.info.run_id
             history = client.get_metric_history(run_id, "train/loss")
             self._last_step[trial.trial_id] = max((m.step for m in history), default=-1)
         else:
@@ -126,6 +131,17 @@ class MLflowCallback(tune.Callback):
             self._last_step[trial.trial_id] = -1
         self._runs[trial.trial_id] = run_id
         return run_id
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        """Once per (re)start: a trial that finished just before the driver was killed may
+        not have had its run closed; close it now, with its artifacts."""
+        if self._reconciled:
+            return
+        self._reconciled = True
+        for trial in trials:
+            if trial.status == "TERMINATED" and (run := self._find(trial)) is not None:
+                if run.info.status != "FINISHED":
+                    self.on_trial_complete(iteration, trials, trial)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.client.update_run(self.run_id(trial), "RUNNING")

@@ -21,7 +21,7 @@ from ray import tune
 from raywae.config import Config
 from raywae.data import FactorGrid, load_dsprites
 from raywae.images import write_pictures
-from raywae.metrics import encode_grid, higgins_runs
+from raywae.metrics import encode_grid, report
 from raywae.search_space import SweepSpec
 from raywae.train import Trainer
 
@@ -38,24 +38,11 @@ def dataset(cfg: Config) -> Any:
 
 
 def final_metrics(trainer: Trainer, ds: Any) -> dict[str, float]:
-    """PROTOCOL §6-§8 from one code table: Higgins 4 and 5 factors (each run and the mean)
-    and the extra metrics the config asks for; keys `metric/...`."""
+    """PROTOCOL §6-§8 from one code table of the whole grid: Higgins on 4 and 5 factors
+    (each run and the mean) and the extra metrics the config asks for (`metric/...`)."""
     cfg = trainer.cfg.metrics
     codes = encode_grid(trainer.model, ds)
-    out: dict[str, float] = {}
-    for factors in (4, 5):
-        runs = higgins_runs(codes, ds.grid, factors, cfg.preset, cfg.runs, seed=trainer.cfg.seed)
-        key = f"metric/beta_vae_{factors}"
-        out[key] = runs["score"]
-        out[f"{key}/eval"] = runs["eval_accuracy"]
-        for i in range(cfg.runs):
-            out[f"{key}/run{i}"] = runs[f"score/run{i}"]
-    for name in cfg.extra:
-        from raywae.metrics import EXTRA_METRICS
-
-        for k, v in EXTRA_METRICS[name](codes, ds.grid, seed=trainer.cfg.seed).items():
-            out[f"metric/{name}" if k == name else f"metric/{name}/{k}"] = v
-    return out
+    return report(codes, ds.grid, trainer.cfg.seed, cfg.extra, cfg.runs, cfg.preset)
 
 
 def _checkpoint(trainer: Trainer, folder: Path) -> tune.Checkpoint:

@@ -1,0 +1,128 @@
+"""Encoder / decoder networks and the AutoEncoder that ties them to a posterior and prior.
+
+`fc`: Higgins et al. (2017) Table 1 row 1 (PROTOCOL §3). `conv`: the 4-conv 64×64 network
+of Burgess et al. (2018) / disentanglement_lib, offered as an option.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from raywae.config import ModelConfig
+from raywae.models.posteriors import POSTERIORS, PRIORS, Posterior, Prior
+
+PIXELS = 64 * 64
+
+
+class FCEncoder(nn.Module):
+    """4096 → h ReLU → h ReLU → (mean: d, tanh; log-scale: d, linear); h = 1200 in the paper."""
+
+    def __init__(self, latent_dim: int, hidden: int = 1200) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Linear(PIXELS, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()
+        )
+        self.mean = nn.Linear(hidden, latent_dim)
+        self.logscale = nn.Linear(hidden, latent_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (n, 4096) in [0, 1] -> μ (n, d) in (−1, 1), raw log-scale (n, d)."""
+        h = self.body(x)
+        return torch.tanh(self.mean(h)), self.logscale(h)
+
+
+class FCDecoder(nn.Module):
+    """d → h tanh → h tanh → h tanh → 4096 logits."""
+
+    def __init__(self, latent_dim: int, hidden: int = 1200) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(latent_dim, hidden), nn.Tanh(),
+            nn.Linear(hidden, hidden), nn.Tanh(),
+            nn.Linear(hidden, hidden), nn.Tanh(),
+            nn.Linear(hidden, PIXELS),
+        )  # fmt: skip
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """z: (n, d) -> logits (n, 4096)."""
+        return self.net(z)
+
+
+class ConvEncoder(nn.Module):
+    """4 × [conv 4×4 stride 2, ReLU] (32, 32, 64, 64 ch) → 256 ReLU → (mean tanh, log-scale)."""
+
+    def __init__(self, latent_dim: int, hidden: int = 256) -> None:
+        super().__init__()
+        chans = (1, 32, 32, 64, 64)
+        convs = [m for a, b in zip(chans, chans[1:]) for m in (nn.Conv2d(a, b, 4, 2, 1), nn.ReLU())]
+        self.body = nn.Sequential(*convs, nn.Flatten(), nn.Linear(64 * 4 * 4, hidden), nn.ReLU())
+        self.mean = nn.Linear(hidden, latent_dim)
+        self.logscale = nn.Linear(hidden, latent_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (n, 4096) -> μ (n, d) in (−1, 1), raw log-scale (n, d)."""
+        h = self.body(x.view(-1, 1, 64, 64))
+        return torch.tanh(self.mean(h)), self.logscale(h)
+
+
+class ConvDecoder(nn.Module):
+    """d → 256 ReLU → 1024 ReLU → 4 × [transposed conv 4×4 stride 2] (64, 32, 32, 1 ch)."""
+
+    def __init__(self, latent_dim: int, hidden: int = 256) -> None:
+        super().__init__()
+        self.fc = nn.Sequential(
+            nn.Linear(latent_dim, hidden), nn.ReLU(), nn.Linear(hidden, 64 * 4 * 4), nn.ReLU()
+        )
+        chans = (64, 64, 32, 32, 1)
+        layers: list[nn.Module] = []
+        for a, b in zip(chans, chans[1:]):
+            layers += [nn.ConvTranspose2d(a, b, 4, 2, 1), nn.ReLU()]
+        self.deconv = nn.Sequential(*layers[:-1])  # no ReLU on the logits
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """z: (n, d) -> logits (n, 4096)."""
+        return self.deconv(self.fc(z).view(-1, 64, 4, 4)).flatten(1)
+
+
+class AutoEncoder(nn.Module):
+    """Encoder + decoder + the posterior family and prior they are trained with."""
+
+    def __init__(
+        self, encoder: nn.Module, decoder: nn.Module, posterior: Posterior, prior: Prior, d: int
+    ) -> None:
+        super().__init__()
+        self.encoder, self.decoder = encoder, decoder
+        self.posterior, self.prior, self.latent_dim = posterior, prior, d
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (n, 4096) float32 in [0, 1] -> (μ, s), each (n, d); s is the posterior's
+        log-scale after its clip (log-variance or log side-length). Metrics use μ."""
+        mu, s = self.encoder(x)
+        return mu, self.posterior.clip(s)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """z: (n, d) -> Bernoulli logits (n, 4096)."""
+        return self.decoder(z)
+
+
+ARCHS: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
+    "fc": (FCEncoder, FCDecoder),
+    "conv": (ConvEncoder, ConvDecoder),
+}
+
+
+def build_model(cfg: ModelConfig) -> AutoEncoder:
+    """The AutoEncoder a ModelConfig names (initialised from torch's global RNG).
+
+    `hidden` sets the FC width; the conv arch keeps its own 256-unit layers.
+    """
+    enc_cls, dec_cls = ARCHS[cfg.arch]
+    width = {"hidden": cfg.hidden} if cfg.arch == "fc" else {}
+    return AutoEncoder(
+        enc_cls(cfg.latent_dim, **width),
+        dec_cls(cfg.latent_dim, **width),
+        POSTERIORS[cfg.posterior],
+        PRIORS[cfg.prior],
+        cfg.latent_dim,
+    )

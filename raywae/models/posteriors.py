@@ -1,0 +1,88 @@
+"""Posteriors q(z|x) and priors p(z) of PROTOCOL §3: sampling, clipping, KL to N(0, I).
+
+A posterior is parameterised by the encoder's mean μ and a log-scale head s: the log-variance
+for the Gaussian, the log side-length ℓ for the uniform box. Objects are stateless.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+LOGVAR_MIN, LOGVAR_MAX = -16.0, 10.0
+
+
+class GaussianPosterior:
+    """q(z|x) = N(μ, diag(exp(s))), s = log-variance clipped to [−16, 10]."""
+
+    name = "gaussian"
+
+    def clip(self, s: torch.Tensor) -> torch.Tensor:
+        """Raw head (n, d) -> log-variance (n, d); the clip keeps exp(s) finite early on."""
+        return s.clamp(LOGVAR_MIN, LOGVAR_MAX)
+
+    def sample(
+        self, mu: torch.Tensor, s: torch.Tensor, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """z = μ + exp(½s)·ε, ε ~ N(0, I): (n, d) -> (n, d) (reparameterised)."""
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        return mu + torch.exp(0.5 * s) * eps
+
+    def kl_std_normal(self, mu: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """KL(N(μ, e^s) ‖ N(0, I)) = ½ Σ_i (μ_i² + e^{s_i} − 1 − s_i): (n, d) -> (n,)."""
+        return 0.5 * (mu.pow(2) + s.exp() - 1.0 - s).sum(1)
+
+
+class BoxPosterior:
+    """q(z|x) = U[μ − e^ℓ/2, μ + e^ℓ/2]: a box **centred** on μ, so μ is its mean.
+
+    The authors' code put μ at the lower corner; centring it makes the metrics' "mean code"
+    the posterior mean, as for the Gaussian.
+    """
+
+    name = "box"
+
+    def clip(self, s: torch.Tensor) -> torch.Tensor:
+        """The log side-length ℓ is used as is (PROTOCOL §3 clips only the Gaussian)."""
+        return s
+
+    def sample(
+        self, mu: torch.Tensor, s: torch.Tensor, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """z = μ + e^ℓ ⊙ (u − ½), u ~ U[0, 1)^d: (n, d) -> (n, d)."""
+        u = torch.rand(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        return mu + torch.exp(s) * (u - 0.5)
+
+    def kl_std_normal(self, mu: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """KL(U(box) ‖ N(0, I)) = Σ_i [−ℓ_i + ½ log 2π + ½(μ_i² + e^{2ℓ_i}/12)]: (n, d) -> (n,).
+
+        −H(q) = −Σ ℓ_i and E_q[z_i²] = μ_i² + side_i²/12.
+        """
+        return (-s + 0.5 * math.log(2 * math.pi) + 0.5 * (mu.pow(2) + (2 * s).exp() / 12)).sum(1)
+
+
+class GaussianPrior:
+    """p(z) = N(0, I)."""
+
+    name = "gaussian"
+
+    def sample(self, n: int, d: int, generator: torch.Generator) -> torch.Tensor:
+        """(n, d) float32 on the generator's device."""
+        return torch.randn(n, d, generator=generator, device=generator.device)
+
+
+class UniformPrior:
+    """p(z) = U[−1, 1]^d."""
+
+    name = "uniform"
+
+    def sample(self, n: int, d: int, generator: torch.Generator) -> torch.Tensor:
+        """(n, d) float32 on the generator's device."""
+        return 2.0 * torch.rand(n, d, generator=generator, device=generator.device) - 1.0
+
+
+Posterior = GaussianPosterior | BoxPosterior
+Prior = GaussianPrior | UniformPrior
+POSTERIORS: dict[str, Posterior] = {"gaussian": GaussianPosterior(), "box": BoxPosterior()}
+PRIORS: dict[str, Prior] = {"gaussian": GaussianPrior(), "uniform": UniformPrior()}

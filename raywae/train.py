@@ -1,0 +1,224 @@
+"""The training loop: plain PyTorch (no Ray, no MLflow), batches unpacked from packed bits.
+
+`Trainer(cfg, ds).run(callback=...)` trains with Adam on the PROTOCOL §5 schedule; its
+state_dict resumes bit-identically on CPU; `evaluate` gives the §6 test reconstruction error.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from raywae.config import Config, TrainConfig, to_dict
+from raywae.data import DSprites
+from raywae.models import build_model, build_objective
+
+Callback = Callable[["Trainer", dict[str, float]], None]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or inf; `term` and `step` (1-based) say where."""
+
+    def __init__(self, term: str, step: int) -> None:
+        self.term, self.step = term, step
+        super().__init__(f"loss term {term!r} is not finite at step {step}")
+
+
+def unpack_bits(packed: torch.Tensor) -> torch.Tensor:
+    """packed: (B, 512) uint8 (np.packbits rows) -> (B, 4096) float32 in {0, 1}, same device."""
+    # np.packbits is big-endian: the first pixel is the most significant bit.
+    shifts = torch.arange(7, -1, -1, dtype=torch.uint8, device=packed.device)
+    bits = packed.unsqueeze(-1).bitwise_right_shift(shifts).bitwise_and_(1)
+    return bits.view(packed.shape[0], -1).float()
+
+
+def resolve_device(name: str) -> torch.device:
+    """Device name -> torch.device; "auto" is cuda when available, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def learning_rate(step: int, cfg: TrainConfig) -> float:
+    """Adam step size for 0-based `step`: lr, then lr·lr_decay[i] from lr_milestones[i]·steps."""
+    lr = cfg.lr
+    for frac, factor in zip(cfg.lr_milestones, cfg.lr_decay):
+        if step >= round(frac * cfg.steps):
+            lr = cfg.lr * factor
+    return lr
+
+
+def _seeds(seed: int, n: int) -> list[int]:
+    """n independent 63-bit seeds derived from the config seed."""
+    return [
+        int(s.generate_state(1, np.uint64)[0] >> 1) for s in np.random.SeedSequence(seed).spawn(n)
+    ]
+
+
+class Trainer:
+    """Model, objective, optimizers, data and RNGs of one run, all derived from cfg.seed.
+
+    ds: its packed_all() table and split(seed=0) are used. Batches are drawn uniformly with
+    replacement from the train split (PROTOCOL §2 split, seed 0) and unpacked on the device.
+    """
+
+    def __init__(self, cfg: Config, ds: DSprites) -> None:
+        self.cfg, self.ds = cfg, ds
+        self.device = resolve_device(cfg.train.device)
+        init_seed, data_seed, noise_seed, self._eval_seed = _seeds(cfg.seed, 4)
+        # Initialise on the CPU from a private RNG: the same weights on every device, and the
+        # caller's global torch RNG is left untouched.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)
+            self.model = build_model(cfg.model)
+            self.objective = build_objective(cfg.objective, self.model)
+        self.model.to(self.device)
+        self.objective.to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr)
+        adv_params = list(self.objective.parameters())
+        self.adv_optimizer = (
+            torch.optim.Adam(adv_params, lr=cfg.objective.adv_lr) if adv_params else None
+        )
+        self.data_gen = torch.Generator(self.device).manual_seed(data_seed)
+        self.noise_gen = torch.Generator(self.device).manual_seed(noise_seed)
+        with warnings.catch_warnings():  # the memory map is read-only; we never write to it
+            warnings.simplefilter("ignore", UserWarning)
+            table = torch.from_numpy(np.asarray(ds.packed_all()))
+        # On CPU the memory map is shared through the page cache; on CUDA it lives on the GPU.
+        self.table = table.to(self.device)
+        train_idx, test_idx = ds.split(seed=0)
+        self.train_index = torch.as_tensor(train_idx, dtype=torch.int64, device=self.device)
+        self.test_index = torch.as_tensor(test_idx, dtype=torch.int64, device=self.device)
+        self.step = 0
+        self._names: list[str] | None = None
+        self._rows: list[torch.Tensor] = []
+        self._window_start = time.perf_counter()
+
+    # --- one step ---------------------------------------------------------------------------
+    def _batch(self) -> torch.Tensor:
+        """(B, 4096) float32 train images."""
+        n = self.train_index.shape[0]
+        pick = torch.randint(
+            n, (self.cfg.train.batch_size,), generator=self.data_gen, device=self.device
+        )
+        return unpack_bits(self.table[self.train_index[pick]])
+
+    def _train_step(self) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.step, self.cfg.train)
+        out = self.objective(self.model, self._batch(), self.noise_gen)
+        terms = {**out.terms, "loss": out.total}  # parts first: an error names the culprit
+        row = torch.stack([t.detach() for t in terms.values()])
+        if self._names is None:
+            self._names = list(terms) + (["adv_d"] if self.adv_optimizer else [])
+        # On CPU the check is free: stop before a non-finite loss touches the weights. On CUDA
+        # it would sync every step, so the rows are checked when the window is reported.
+        if self.device.type == "cpu":
+            self._check(row[None], self.step + 1)
+        self.optimizer.zero_grad(set_to_none=True)
+        out.total.backward()
+        self.optimizer.step()
+        if self.adv_optimizer is not None:
+            adv = self.objective.adversary_loss(out.z.detach(), self.noise_gen)
+            self.adv_optimizer.zero_grad(set_to_none=True)
+            adv.backward()
+            self.adv_optimizer.step()
+            row = torch.cat([row, adv.detach()[None]])
+            if self.device.type == "cpu":
+                self._check(row[None], self.step + 1)
+        self._rows.append(row)
+
+    def _check(self, rows: torch.Tensor, first_step: int) -> None:
+        """rows: (k, terms) of steps first_step, first_step+1, ...; raise at the first bad one."""
+        bad = ~torch.isfinite(rows)
+        if bad.any():
+            i, j = (int(v) for v in bad.nonzero()[0])
+            raise NonFiniteLossError(self._names[j], first_step + i)
+
+    def _flush(self) -> dict[str, float]:
+        rows = torch.stack(self._rows)
+        first_step = self.step - len(self._rows) + 1
+        self._check(rows, first_step)
+        means = rows.mean(0).tolist()  # the one sync of the window
+        elapsed = time.perf_counter() - self._window_start
+        logs: dict[str, float] = {f"train/{k}": v for k, v in zip(self._names, means)}
+        logs["train/lr"] = learning_rate(self.step - 1, self.cfg.train)
+        logs["time/imgs_per_s"] = len(self._rows) * self.cfg.train.batch_size / elapsed
+        logs["step"] = self.step
+        self._rows = []
+        return logs
+
+    # --- public -----------------------------------------------------------------------------
+    def run(self, steps: int | None = None, callback: Callback | None = None) -> dict | None:
+        """Train up to cfg.train.steps, or `steps` more. callback(trainer, logs) runs every
+        cfg.train.report_every steps and at the last step of this call; logs hold `step`,
+        `train/<term>` means over the window, `train/lr` and `time/imgs_per_s`.
+        Returns the last logs (None if no step ran). Raises NonFiniteLossError."""
+        end = self.cfg.train.steps if steps is None else self.step + steps
+        self.model.train()
+        self._rows, self._window_start, logs = [], time.perf_counter(), None
+        while self.step < end:
+            self._train_step()
+            self.step += 1
+            if self.step % self.cfg.train.report_every == 0 or self.step == end:
+                logs = self._flush()
+                if callback is not None:
+                    callback(self, logs)
+                self._window_start = time.perf_counter()  # callback time is not training
+        return logs
+
+    @torch.no_grad()
+    def evaluate(self, max_images: int | None = None, progress: bool | None = None) -> dict:
+        """PROTOCOL §6 over the test split (or its first max_images): mean summed BCE with z
+        sampled from q(z|x) (`test/recon`) and with z = μ (`test/recon_mean`).
+
+        Uses its own generator seeded from cfg.seed: repeatable, and it leaves the training
+        RNGs alone. progress: tqdm bar (default: when there are more than 20 batches)."""
+        index = self.test_index[:max_images]
+        bs, n = self.cfg.train.eval_batch_size, index.shape[0]
+        gen = torch.Generator(self.device).manual_seed(self._eval_seed)
+        totals = torch.zeros(2, dtype=torch.float64, device=self.device)
+        was_training = self.model.training
+        self.model.eval()
+        starts = range(0, n, bs)
+        show = len(starts) > 20 if progress is None else progress
+        for start in tqdm(starts, desc="test recon", disable=not show, leave=False):
+            x = unpack_bits(self.table[index[start : start + bs]])
+            mu, s = self.model.encode(x)
+            for k, z in enumerate((self.model.posterior.sample(mu, s, gen), mu)):
+                logits = self.model.decode(z)
+                totals[k] += F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
+        self.model.train(was_training)
+        recon, recon_mean = (totals / max(n, 1)).tolist()
+        return {"test/recon": recon, "test/recon_mean": recon_mean}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs: weights, optimizers, step and every RNG state.
+        Tensors are live references (as nn.Module.state_dict): save before training on."""
+        return {
+            "model": self.model.state_dict(),
+            "objective": self.objective.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "adv_optimizer": self.adv_optimizer.state_dict() if self.adv_optimizer else None,
+            "step": self.step,
+            "rng": {"data": self.data_gen.get_state(), "noise": self.noise_gen.get_state()},
+            "config": to_dict(self.cfg),
+        }
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        """Restore a state_dict of a Trainer built from the same config."""
+        self.model.load_state_dict(sd["model"])
+        self.objective.load_state_dict(sd["objective"])
+        self.optimizer.load_state_dict(sd["optimizer"])
+        if self.adv_optimizer is not None:
+            self.adv_optimizer.load_state_dict(sd["adv_optimizer"])
+        self.step = int(sd["step"])
+        self.data_gen.set_state(sd["rng"]["data"].cpu())
+        self.noise_gen.set_state(sd["rng"]["noise"].cpu())

@@ -1,0 +1,125 @@
+"""The strict config loader: types, values, key paths in errors, round trips."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from raywae.config import (
+    Config,
+    ConfigError,
+    ModelConfig,
+    from_dict,
+    load,
+    override,
+    to_dict,
+)
+from raywae.config import (
+    flatten as flatten_cfg,
+)
+
+
+def test_defaults_round_trip():
+    cfg = Config()
+    assert from_dict(to_dict(cfg)) == cfg
+    assert from_dict({}) == cfg
+    assert cfg.model == ModelConfig("fc", 16, "gaussian", "gaussian", 1200)
+    assert cfg.train.batch_size == 100 and cfg.train.lr == 1e-3 and cfg.train.steps == 60_000
+    assert cfg.objective.lam == 400.0
+
+
+def test_numbers_are_coerced_where_safe():
+    cfg = from_dict(
+        {"train": {"lr": "1e-4", "steps": "6e3"}, "objective": {"beta": 3, "lam": "1e2"}}
+    )
+    assert cfg.train.lr == 1e-4 and isinstance(cfg.train.lr, float)
+    assert cfg.train.steps == 6000 and isinstance(cfg.train.steps, int)
+    assert cfg.objective.beta == 3.0 and isinstance(cfg.objective.beta, float)
+    assert cfg.objective.lam == 100.0
+    # Tune / Optuna may hand over numpy scalars.
+    cfg = from_dict({"seed": np.int64(4), "objective": {"beta": np.float32(2.5)}})
+    assert cfg.seed == 4 and type(cfg.seed) is int and type(cfg.objective.beta) is float
+
+
+@pytest.mark.parametrize(
+    "d, key",
+    [
+        ({"objective": {"bta": 1}}, "objective.bta"),
+        ({"modle": {}}, "modle"),
+        ({"train": {"steps": "many"}}, "train.steps"),
+        ({"train": {"steps": 1.5}}, "train.steps"),
+        ({"train": {"steps": True}}, "train.steps"),
+        ({"objective": {"beta": "nan"}}, "objective.beta"),
+        ({"objective": {"beta": [1]}}, "objective.beta"),
+        ({"model": {"arch": 3}}, "model.arch"),
+        ({"model": "fc"}, "model"),
+        ({"data": {"subgrid": {"posX": "two"}}}, "data.subgrid.posX"),
+        ({"metrics": {"extra": "mig"}}, "metrics.extra"),
+        ({"seed": 0.5}, "seed"),
+    ],
+)
+def test_wrong_keys_and_types_name_the_key(d, key):
+    with pytest.raises(ConfigError) as err:
+        from_dict(d, source="exp.yaml")
+    assert err.value.key == key
+    assert str(err.value).startswith(f"exp.yaml: {key}:")
+
+
+@pytest.mark.parametrize(
+    "d, key",
+    [
+        ({"objective": {"beta": -1}}, "objective.beta"),
+        ({"objective": {"lam": -400}}, "objective.lam"),
+        ({"objective": {"p": 0}}, "objective.p"),
+        ({"objective": {"name": "vae"}}, "objective.name"),
+        ({"model": {"posterior": "laplace"}}, "model.posterior"),
+        ({"model": {"latent_dim": 0}}, "model.latent_dim"),
+        ({"train": {"batch_size": 1}}, "train.batch_size"),
+        ({"train": {"lr_milestones": [0.5, 0.25], "lr_decay": [1, 1]}}, "train.lr_milestones"),
+        ({"train": {"lr_decay": [0.5]}}, "train.lr_decay"),
+        ({"train": {"device": "gpu"}}, "train.device"),
+        ({"metrics": {"extra": ["mig", "bogus"]}}, "metrics.extra[1]"),
+        ({"metrics": {"extra": ["mig", "mig"]}}, "metrics.extra"),
+        ({"data": {"subgrid": {"posZ": 2}}}, "data.subgrid.posZ"),
+        ({"data": {"subgrid": {"posX": 0}}}, "data.subgrid.posX"),
+        ({"objective": {"name": "beta_vae"}, "model": {"prior": "uniform"}}, "model.prior"),
+        ({"objective": {"name": "wwae"}, "model": {"prior": "uniform"}}, "model.prior"),
+    ],
+)
+def test_bad_values_name_the_key(d, key):
+    with pytest.raises(ConfigError) as err:
+        from_dict(d)
+    assert err.value.key == key
+
+
+def test_load_yaml_names_the_file(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("objective: {name: wae_mmd, lam: 400}\ntrain: {lr: 1e-4}\nseed: 3\n")
+    cfg = load(good)
+    assert cfg.objective.name == "wae_mmd" and cfg.train.lr == 1e-4 and cfg.seed == 3
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {latent_dims: 10}\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: model\.latent_dims: unknown key"):
+        load(bad)
+
+
+def test_flatten_gives_dotted_scalars():
+    cfg = from_dict({"data": {"subgrid": {"posY": 4, "posX": 2}}, "metrics": {"extra": ["mig"]}})
+    flat = flatten_cfg(cfg)
+    assert flat["objective.beta"] == 1.0 and flat["seed"] == 0
+    assert flat["data.subgrid"] == "posX=2,posY=4"
+    assert flat["train.lr_milestones"] == "0.25,0.5,0.75"
+    assert flat["metrics.extra"] == "mig"
+    assert flat["data.path"] is None
+    assert all(isinstance(v, str | int | float | type(None)) for v in flat.values())
+
+
+def test_override_is_strict():
+    cfg = override(Config(), {"objective.beta": 10, "data.subgrid.posX": 4, "seed": 2})
+    assert cfg.objective.beta == 10.0 and cfg.data.subgrid == {"posX": 4} and cfg.seed == 2
+    with pytest.raises(ConfigError) as err:
+        override(cfg, {"objective.gamma": 1})
+    assert err.value.key == "objective.gamma"
+    with pytest.raises(ConfigError) as err:
+        override(cfg, {"seed.x": 1})
+    assert err.value.key == "seed"

@@ -258,6 +258,7 @@ def summarize(spec: SweepSpec, results: Any, path: str, tracking_uri: str) -> in
     print(f"MLflow: experiment {spec.name!r} at {tracking_uri}")
     if tracking_uri.startswith("sqlite:"):
         print(f"  browse: mlflow ui --backend-store-uri {tracking_uri}")
+        print("  (MLflow 3 opens on its GenAI view: pick 'Model training' to see the runs)")
     if unfinished:
         print(
             f"interrupted: {len(unfinished)} trials unfinished; continue with "

@@ -66,6 +66,17 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def run_name(config: dict[str, Any]) -> str:
+    """A readable run name: arm, searched / grid values, seed (e.g. `beta_vae beta=8 seed=1`)."""
+    trial = unwrap(config)
+    values = [
+        f"{k.rsplit('.', 1)[-1]}={v:.4g}" if isinstance(v, float) else f"{k.rsplit('.', 1)[-1]}={v}"
+        for k, v in trial.items()
+        if k not in ("arm", "seed")
+    ]
+    return " ".join([trial["arm"], *values, f"seed={trial['seed']}"])
+
+
 class MLflowCallback(tune.Callback):
     """Driver-side logger: trials never touch the store, so sqlite is safe."""
 
@@ -123,7 +134,7 @@ class MLflowCallback(tune.Callback):
                 **self.tags,
                 TRIAL_TAG: trial.trial_id,
                 "raywae.arm": arm,
-                "mlflow.runName": str(trial),
+                "mlflow.runName": run_name(trial.config),
             }
             run_id = client.create_run(self._experiment, tags=tags).info.run_id
             params = {**flatten(config), "arm": arm}

@@ -30,6 +30,9 @@ class NonFiniteLossError(FloatingPointError):
         self.term, self.step = term, step
         super().__init__(f"loss term {term!r} is not finite at step {step}")
 
+    def __reduce__(self) -> tuple[type, tuple[str, int]]:  # Ray pickles errors across processes
+        return type(self), (self.term, self.step)
+
 
 def unpack_bits(packed: torch.Tensor) -> torch.Tensor:
     """packed: (B, 512) uint8 (np.packbits rows) -> (B, 4096) float32 in {0, 1}, same device."""

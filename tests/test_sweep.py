@@ -175,7 +175,8 @@ def test_grid_sweep_end_to_end_with_a_failing_trial(tmp_path: Path, local_ray: N
         assert {"reconstructions.png", "traversal.png", "metrics.json"} <= artifacts
     failed = by_arm["diverges"]
     assert failed.info.status == "FAILED"
-    assert "NonFiniteLossError" in failed.data.tags["raywae.error"]
+    assert "NonFiniteLossError: loss term" in failed.data.tags["raywae.error"]
+    assert "is not finite at step" in failed.data.tags["raywae.error"]
 
 
 def test_optuna_multi_objective_sweep(tmp_path: Path, local_ray: None) -> None:

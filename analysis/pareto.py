@@ -1,0 +1,192 @@
+"""Non-dominated fronts and the paper's Figure 1: per setting (PROTOCOL §6 aggregate), test
+reconstruction (x, lower is better) against the Higgins score (y, higher is better) on
+(a) 4 and (b) 5 factors; a colour per family, a marker per β / λ1, error bars = spread of the
+kept pairs; the front of each family (dashed) and of all settings (dotted).
+
+    python -m analysis.pareto -e NAME [--x test/recon --x-mode min]
+                              [--y metric/beta_vae_4 --y metric/beta_vae_5 --y-mode max]
+
+Writes figure1.png, figure1.svg, figure1_points.csv (every setting) and figure1_fronts.csv
+(front members; `front` = family or "all"); logs them under `figure1/` of the analysis run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.aggregate import RECON, SCORES, aggregate, budget
+
+FIG1_INCHES, DPI = (13.0, 5.5), 100  # fixed, so the PNG is always 1300 x 550 pixels
+FAMILY_ORDER = ("beta_vae", "wae_gaussian", "wae_box", "wae_gan", "wwae")
+MARKERS = "osD^vP*Xh<>p8"
+BLOCK = 256  # points compared at once: memory BLOCK·n·k bools
+
+
+def pareto_mask(points: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
+    """points: (n, k) float; maximize: k flags -> (n,) bool, True on the non-dominated front.
+
+    q dominates p when q is at least as good in every coordinate and strictly better in one,
+    so duplicates and ties leave both points on the front. A point with a NaN (a failed or
+    unscored model) is never on the front and dominates nothing.
+    """
+    pts = np.asarray(points, dtype=float)
+    if pts.ndim != 2 or pts.shape[1] != len(maximize):
+        raise ValueError(f"points {pts.shape} do not match {len(maximize)} objectives")
+    cost = pts * np.where(np.asarray(maximize, dtype=bool), -1.0, 1.0)  # minimise all
+    finite = np.isfinite(cost).all(axis=1)
+    q = cost[finite]
+    on = np.ones(len(q), dtype=bool)
+    for start in range(0, len(q), BLOCK):
+        p = q[start : start + BLOCK, None, :]  # (b, 1, k) against every q (1, m, k)
+        dominated = ((q[None] <= p).all(-1) & (q[None] < p).any(-1)).any(-1)
+        on[start : start + BLOCK] = ~dominated
+    mask = np.zeros(len(pts), dtype=bool)
+    mask[finite] = on
+    return mask
+
+
+def fronts(
+    table: pd.DataFrame,
+    x: str,
+    y: str,
+    maximize: tuple[bool, bool] = (False, True),
+    by: str = "family",
+) -> pd.DataFrame:
+    """The rows of `table` on the front of their `by` group and on the overall front; column
+    `front` = the group's name or "all" (a row can appear in both), sorted by x."""
+    parts = []
+    groups = [("all", table), *((str(k), g) for k, g in table.groupby(by, sort=False))]
+    for name, group in groups:
+        members = group[pareto_mask(group[[x, y]].to_numpy(dtype=float), maximize)]
+        parts.append(members.assign(front=name))
+    out = pd.concat(parts, ignore_index=True) if parts else table.assign(front=[])
+    return out.sort_values(["front", x], kind="stable").reset_index(drop=True)
+
+
+# --- Figure 1 ---------------------------------------------------------------------------------
+def _scale(key: str) -> float:
+    """Higgins scores are fractions; the paper plots percent."""
+    return 100.0 if key.startswith("metric/beta_vae") else 1.0
+
+
+def figure1(
+    panels: list[tuple[str, pd.DataFrame]],
+    front_table: pd.DataFrame,
+    x_label: str,
+    subtitle: str,
+) -> object:
+    """panels: (title, aggregate table) each; front_table: fronts() rows with `panel`.
+    Returns a matplotlib Figure of FIG1_INCHES."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, axes = plt.subplots(1, len(panels), figsize=FIG1_INCHES, dpi=DPI, squeeze=False)
+    fig.subplots_adjust(left=0.06, right=0.80, top=0.86, bottom=0.11, wspace=0.22)
+    families = sorted(
+        {f for _, t in panels for f in t["family"]},
+        key=lambda f: (FAMILY_ORDER.index(f) if f in FAMILY_ORDER else 99, f),
+    )
+    colours = dict(zip(families, sns.color_palette("colorblind", max(len(families), 3))))
+    handles: dict[str, object] = {}
+    for ax, (title, table) in zip(axes[0], panels):
+        s = _scale(table["score_key"].iloc[0]) if len(table) else 1.0
+        shown = table[table["n_kept"] > 0]
+        for family in families:  # the legend lists families in FAMILY_ORDER
+            rows = shown[shown["family"] == family]
+            for i, (_, r) in enumerate(rows.iterrows()):
+                style = {"marker": MARKERS[i % len(MARKERS)], "color": colours[family]}
+                ax.errorbar(
+                    r["recon_mean"], s * r["score_mean"], xerr=r["recon_std"],
+                    yerr=s * r["score_std"], ls="none", ms=6, capsize=2, elinewidth=0.8,
+                    **style,
+                )  # fmt: skip
+                # Plain markers in the legend: error-bar glyphs hide the marker shape.
+                key = f"{family}: {r['knob']}"
+                handles.setdefault(key, plt.Line2D([], [], ls="none", ms=6, **style))
+        panel_fronts = front_table[front_table["panel"] == title]
+        for name, members in panel_fronts.groupby("front", sort=False):
+            style = (
+                {"color": "black", "ls": ":", "lw": 1.6, "zorder": 0}
+                if name == "all"
+                else {"color": colours.get(name, "grey"), "ls": "--", "lw": 1.0}
+            )
+            ax.step(members["recon_mean"], s * members["score_mean"], where="post", **style)
+        hidden = table[table["n_kept"] == 0]
+        if len(hidden):
+            note = ", ".join(f"{r.setting} ({r.n_failed} failed)" for r in hidden.itertuples())
+            ax.text(0.01, 0.01, f"not shown: {note}", transform=ax.transAxes, fontsize=7)
+        if shown.empty:
+            ax.text(0.5, 0.5, "no finished runs", ha="center", transform=ax.transAxes)
+        ax.set_title(title)
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(f"{table['score_key'].iloc[0] if len(table) else ''}" + (" (%)" * (s > 1)))
+        ax.grid(alpha=0.3)
+    handles["front of a family"] = plt.Line2D([], [], color="grey", ls="--")
+    handles["front of all settings"] = plt.Line2D([], [], color="black", ls=":", lw=1.6)
+    fig.legend(
+        handles.values(), handles.keys(), loc="center left", bbox_to_anchor=(0.805, 0.5),
+        fontsize=7 if len(handles) < 30 else 5, ncol=1 if len(handles) < 30 else 2,
+        frameon=False,
+    )  # fmt: skip
+    fig.suptitle("Reconstruction vs disentanglement per setting (mean ± std of kept pairs)")
+    fig.text(0.5, 0.925, subtitle, ha="center", fontsize=7, wrap=True)
+    return fig
+
+
+def main(argv: list[str] | None = None) -> int:
+    from analysis.collect import runs_for
+    from analysis.store import add_common_args, log_outputs, resolve
+
+    p = argparse.ArgumentParser(
+        prog="python -m analysis.pareto",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_common_args(p)
+    p.add_argument("--table", type=Path, help="runs.csv / runs.parquet from analysis.collect")
+    p.add_argument("--x", default=RECON, help=f"x key (default {RECON})")
+    p.add_argument("--x-mode", choices=("min", "max"), default="min")
+    p.add_argument("--y", action="append", help="y key per panel (default: both Higgins)")
+    p.add_argument("--y-mode", choices=("min", "max"), default="max")
+    p.add_argument("--by", default="family", help="front per value of this column")
+    p.add_argument("--keep", type=float, default=0.5, help="fraction of pairs kept (0.5)")
+    args = p.parse_args(argv)
+    target = resolve(args)
+    runs = runs_for(target, args.table)
+    maximize = (args.x_mode == "max", args.y_mode == "max")
+    panels, all_fronts = [], []
+    for letter, y in zip("abcdefgh", args.y or SCORES):
+        table = aggregate(runs, y, recon=args.x, keep=args.keep)
+        factors = y.removeprefix("metric/beta_vae_")
+        title = f"({letter}) {factors}-factor score" if factors.isdigit() else f"({letter}) {y}"
+        panels.append((title, table.assign(panel=title)))
+        front = fronts(table, "recon_mean", "score_mean", maximize, args.by)
+        all_fronts.append(front.assign(panel=title))
+    front_table = pd.concat(all_fronts, ignore_index=True)
+    fig = figure1(panels, front_table, f"{args.x} (mean of kept pairs)", budget(runs))
+    out = target.out
+    paths = [out / "figure1.png", out / "figure1.svg"]
+    for path in paths:
+        fig.savefig(path, dpi=DPI)
+    points = pd.concat([t for _, t in panels], ignore_index=True)
+    points.to_csv(out / "figure1_points.csv", index=False)
+    front_table.to_csv(out / "figure1_fronts.csv", index=False)
+    paths += [out / "figure1_points.csv", out / "figure1_fronts.csv"]
+    cols = ["panel", "front", "setting", "recon_mean", "recon_std", "score_mean", "score_std"]
+    print(front_table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    log_outputs(target, paths, "figure1", {"raywae.analysis.figure1.budget": budget(runs)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

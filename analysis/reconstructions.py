@@ -1,0 +1,236 @@
+"""The paper's Figure 2: a row of real test images, then, per family, the reconstructions
+(z = encoder mean) of the models its caption names: the best test recon among models scoring
+above 98 % on 4 factors (if none does, the best 4-factor model, and the row says so) and
+the best 5-factor model (each the mean of its metric runs).
+
+    python -m analysis.reconstructions -e NAME [--storage runs] [--threshold 0.98]
+
+Weights come from the newest Tune checkpoint `<storage>/<NAME>/<trial id>/checkpoint_*`; a
+trial without one falls back to its `reconstructions.png` artifact (same 8 test images).
+Writes figure2.png, figure2.svg and figure2_models.csv; logs them under `figure2/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.aggregate import RECON, SCORES, budget
+from analysis.pareto import DPI, FAMILY_ORDER
+
+THRESHOLD = 0.98
+CELL, LABEL, TOP, BOTTOM = 0.8, 3.4, 0.7, 0.2  # inches: pixel size = rows·80 + 90 high
+ARTIFACT_IMAGES = 8  # raywae.trainable draws np.sort(test[:8]) in reconstructions.png
+
+
+def choose(
+    runs: pd.DataFrame,
+    threshold: float = THRESHOLD,
+    four: str = SCORES[0],
+    five: str = SCORES[1],
+    recon: str = RECON,
+) -> pd.DataFrame:
+    """The models of Figure 2, two rows per family (finished runs with finite figures only):
+    `criterion` says why each was chosen and `fallback` is True when no model of the family
+    scored above `threshold` on 4 factors. Ties go to the first run in table order."""
+    done = runs[runs["status"] == "FINISHED"] if "status" in runs else runs
+    done = done[np.isfinite(done[recon].astype(float))]
+    rows = []
+    families = sorted(
+        done["family"].unique(),
+        key=lambda f: (FAMILY_ORDER.index(f) if f in FAMILY_ORDER else 99, f),
+    )
+    for family in families:
+        models = done[done["family"] == family]
+        scored4 = models[np.isfinite(models[four].astype(float))]
+        passing = scored4[scored4[four] > threshold]
+        if len(passing):
+            pick = passing.loc[passing[recon].idxmin()]
+            rows.append((family, f"best recon, 4-factor > {100 * threshold:g} %", False, pick))
+        elif len(scored4):
+            pick = scored4.loc[scored4[four].idxmax()]
+            rows.append((family, f"best 4-factor (none > {100 * threshold:g} %)", True, pick))
+        scored5 = models[np.isfinite(models[five].astype(float))]
+        if len(scored5):
+            rows.append((family, "best 5-factor", False, scored5.loc[scored5[five].idxmax()]))
+    keys = ["experiment", "run_id", "trial_id", "setting", "seed", recon, four, five]
+    return pd.DataFrame(
+        [
+            {"family": f, "criterion": c, "fallback": fb, **{k: r.get(k) for k in keys}}
+            for f, c, fb, r in rows
+        ]
+    )
+
+
+def figure2_pixels(n_rows: int, n_images: int) -> tuple[int, int]:
+    """(width, height) in pixels of a Figure 2 with n_rows rows (real row included)."""
+    return round((LABEL + n_images * CELL) * DPI), round((TOP + BOTTOM + n_rows * CELL) * DPI)
+
+
+# --- models and images ----------------------------------------------------------------------
+def checkpoint(storage: Path, experiment: str, trial_id: str) -> Path | None:
+    """The newest state.pt of a trial (Tune keeps the last two), or None."""
+    found = sorted((storage / experiment / str(trial_id)).glob("checkpoint_*/state.pt"))
+    return found[-1] if found else None
+
+
+def load_model(path: Path) -> tuple[Any, Any]:
+    """state.pt (Trainer.state_dict) -> (model on the CPU in eval mode, its Config)."""
+    import torch
+
+    from raywae.config import from_dict
+    from raywae.models import build_model
+
+    sd = torch.load(path, map_location="cpu", weights_only=False)
+    cfg = from_dict(sd["config"])
+    model = build_model(cfg.model)
+    model.load_state_dict(sd["model"])
+    return model.eval(), cfg
+
+
+def data_config(row: pd.Series) -> Any:
+    """The DataConfig of a tidy-table row (`data.source`, `data.path`, `data.subgrid` as
+    MLflow stores it: "posX=8,posY=8")."""
+    from raywae.config import DataConfig
+
+    subgrid = row.get("data.subgrid")
+    pairs = [kv.split("=") for kv in str(subgrid).split(",") if "=" in kv]
+    path = row.get("data.path")
+    return DataConfig(
+        source=str(row.get("data.source", "auto")),
+        path=None if pd.isna(path) or path == "None" else str(path),
+        subgrid={k: int(v) for k, v in pairs},
+    )
+
+
+def real_images(data: Any, k: int) -> tuple[np.ndarray, Any]:
+    """data: a DataConfig -> the k test images np.sort(test[:k]) ((k, 64, 64) {0,1}) and the
+    dataset; for k = 8 they are the images of every trial's reconstructions.png."""
+    from raywae.data import FactorGrid, load_dsprites
+
+    grid = FactorGrid.dsprites()
+    grid = grid.subgrid(data.subgrid) if data.subgrid else grid
+    ds = load_dsprites(data.source, data.path, grid)
+    _, test = ds.split(seed=0)
+    return ds.images(np.sort(test[:k])), ds
+
+
+def reconstruct(model: Any, images: np.ndarray) -> np.ndarray:
+    """images: (k, 64, 64) {0,1} -> (k, 64, 64) float in [0, 1]: sigmoid(decode(μ(x)))."""
+    import torch
+
+    with torch.no_grad():
+        x = torch.as_tensor(images.reshape(len(images), -1), dtype=torch.float32)
+        mu, _ = model.encode(x)
+        return torch.sigmoid(model.decode(mu)).reshape(images.shape).numpy()
+
+
+def from_artifact(mlflow_client: Any, run_id: str) -> np.ndarray:
+    """The reconstruction row of a run's reconstructions.png ((8, 64, 64) in [0, 1]); the
+    layout is raywae.images.tile: 2-pixel padding, shapes dark on white."""
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = mlflow_client.download_artifacts(run_id, "reconstructions.png", folder)
+        pixels = np.asarray(Image.open(path).convert("L"), dtype=np.float32)
+    pad, side = 2, 64
+    top = pad + (side + pad)  # the second row
+    cols = [pad + j * (side + pad) for j in range(ARTIFACT_IMAGES)]
+    return np.stack([1 - pixels[top : top + side, c : c + side] / 255 for c in cols])
+
+
+def figure2(rows: list[tuple[str, np.ndarray]], title: str, subtitle: str) -> Any:
+    """rows: (label, (k, 64, 64) images in [0, 1]) -> a Figure of figure2_pixels()."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = max(len(images) for _, images in rows)
+    width, height = (v / DPI for v in figure2_pixels(len(rows), k))
+    fig = plt.figure(figsize=(width, height), dpi=DPI)
+    for i, (label, images) in enumerate(rows):
+        y = BOTTOM + (len(rows) - 1 - i) * CELL
+        fig.text(0.1 / width, (y + CELL / 2) / height, label, va="center", fontsize=7)
+        for j, img in enumerate(images):
+            ax = fig.add_axes(
+                ((LABEL + j * CELL + 0.04) / width, (y + 0.04) / height,
+                 (CELL - 0.08) / width, (CELL - 0.08) / height)
+            )  # fmt: skip
+            ax.imshow(img, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+    fig.text(0.5, 1 - 0.22 / height, title, ha="center", fontsize=10)
+    fig.text(0.5, 1 - 0.36 / height, subtitle, ha="center", va="top", fontsize=6, wrap=True)
+    return fig
+
+
+def _label(row: pd.Series, recon: str, four: str, five: str) -> str:
+    figures = f"recon {row[recon]:.1f} · 4f {100 * row[four]:.1f} % · 5f {100 * row[five]:.1f} %"
+    return f"{row['setting']} (seed {row['seed']})\n{row['criterion']}\n{figures}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from analysis.collect import runs_for
+    from analysis.store import add_common_args, client, log_outputs, resolve
+
+    p = argparse.ArgumentParser(
+        prog="python -m analysis.reconstructions",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_common_args(p, storage=True)
+    p.add_argument("--table", type=Path, help="runs.csv / runs.parquet from analysis.collect")
+    p.add_argument("--threshold", type=float, default=THRESHOLD, help="4-factor bar (0.98)")
+    p.add_argument("--images", type=int, default=ARTIFACT_IMAGES, help="test images (8)")
+    args = p.parse_args(argv)
+    target = resolve(args)
+    runs = runs_for(target, args.table)
+    chosen = choose(runs, args.threshold)
+    if chosen.empty:
+        raise SystemExit("error: no finished run with test/recon and Higgins scores")
+    paths = [checkpoint(target.storage, r.experiment, r.trial_id) for r in chosen.itertuples()]
+    if not all(paths) and args.images != ARTIFACT_IMAGES:
+        missing = [str(r.trial_id) for r, p in zip(chosen.itertuples(), paths) if not p]
+        raise SystemExit(f"error: no checkpoint of {missing} under {target.storage}")
+    first = runs[runs["run_id"] == chosen.iloc[0]["run_id"]].iloc[0]
+    images, ds = real_images(data_config(first), args.images)
+    notes = []
+    if ds.fingerprint != first.get("data_fingerprint", ds.fingerprint):
+        notes.append(f"real row from {ds.source} data, not the data the models saw")
+    rows = [(f"real test images\n({ds.source} dSprites)", images.astype(np.float32))]
+    for r, path in zip(chosen.to_dict("records"), paths):
+        if path:
+            recon = reconstruct(load_model(path)[0], images)
+        else:
+            recon = from_artifact(client(target.tracking_uri), r["run_id"])
+        rows.append((_label(pd.Series(r), RECON, *SCORES), recon))
+    chosen["weights"] = [str(p) if p else "artifact reconstructions.png" for p in paths]
+    fallback = sorted(set(chosen.loc[chosen["fallback"], "family"]))
+    if fallback:
+        notes.append(
+            f"no model above {100 * args.threshold:g} % on 4 factors in {', '.join(fallback)}: "
+            "the best 4-factor model is shown instead"
+        )
+    title = "Real test images (top) and reconstructions (z = encoder mean)"
+    fig = figure2(rows, title, "\n".join([budget(runs), " · ".join(notes)]).strip())
+    out = target.out
+    files = [out / "figure2.png", out / "figure2.svg", out / "figure2_models.csv"]
+    for path in files[:2]:
+        fig.savefig(path, dpi=DPI)
+    chosen.to_csv(files[2], index=False)
+    cols = ["family", "criterion", "setting", "seed", RECON, *SCORES]
+    print(chosen[cols].to_string(index=False))
+    print("wrote " + ", ".join(str(p) for p in files))
+    tags = {"raywae.analysis.figure2.fallback": ",".join(fallback) or "none"}
+    log_outputs(target, files, "figure2", tags)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

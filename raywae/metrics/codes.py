@@ -1,0 +1,118 @@
+"""The code table: encoder means of every image of the grid, computed once (PROTOCOL §7).
+
+Every metric reads rows of this table by flat grid index; none touches a model or an image.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from raywae.data.grid import FactorGrid
+
+
+class Encoder(Protocol):
+    """What `encode_grid` needs of a model: `encode(x (n, 4096)) -> (mu (n, d), log-scale)`."""
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def _model_device(model: Any) -> torch.device:
+    params = getattr(model, "parameters", None)
+    first = next(iter(params()), None) if callable(params) else None
+    return first.device if first is not None else torch.device("cpu")
+
+
+def _flat_images(ds: Any, index: np.ndarray) -> np.ndarray:
+    """(n,) flat indices -> (n, 4096) uint8 in {0, 1}; the packed rows are 8x less to read."""
+    if hasattr(ds, "packed"):
+        return np.unpackbits(ds.packed(index), axis=1)
+    return np.asarray(ds.images(index), dtype=np.uint8).reshape(len(index), -1)
+
+
+def rows_in(grid: FactorGrid, parent: FactorGrid) -> np.ndarray:
+    """(len(grid),) flat indices in `parent` of the images of `grid`, a subgrid of it."""
+    if grid.names != parent.names:
+        raise ValueError(f"grid factors {grid.names} differ from ds.grid's {parent.names}")
+    classes = grid.classes(np.arange(len(grid)))
+    for k, (own, full) in enumerate(zip(grid.full_classes, parent.full_classes)):
+        pos = np.searchsorted(full, own)  # full_classes are increasing
+        if np.any(pos >= len(full)) or np.any(full[np.minimum(pos, len(full) - 1)] != own):
+            raise ValueError(f"factor {grid.names[k]!r}: grid is not a subgrid of ds.grid")
+        classes[:, k] = pos[classes[:, k]]
+    return parent.index(classes)
+
+
+def encode_grid(
+    model: Encoder,
+    ds: Any,
+    batch_size: int = 2048,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    grid: FactorGrid | None = None,
+) -> np.ndarray:
+    """Encoder means of every image of `ds.grid` (or of `grid`), in flat-index order.
+
+    model: `encode(x)` with x (n, 4096) float32 in {0, 1} returning `(mu, log_scale)`.
+    ds: has `.grid` and `.packed(index) -> (n, 512) uint8` (np.packbits rows) or
+        `.images(index) -> (n, 64, 64) uint8`.
+    grid: a subgrid of ds.grid (e.g. `ds.grid.subgrid(orientation=2)`) for a cheaper table;
+        the metrics then take that grid with the codes.
+    Returns codes: (len(grid), d) float32; row i is mu(x_i) for flat index i of the grid.
+    The model runs in eval mode under no_grad; its previous train/eval mode is restored.
+    """
+    device = torch.device(device) if device is not None else _model_device(model)
+    rows = None if grid is None else rows_in(grid, ds.grid)
+    n = len(ds.grid) if rows is None else len(rows)
+    was_training = bool(getattr(model, "training", False))
+    if hasattr(model, "eval"):
+        model.eval()
+    out: np.ndarray | None = None
+    try:
+        with torch.no_grad():
+            for start in tqdm(
+                range(0, n, batch_size), desc="encode grid", unit="batch", disable=not progress
+            ):
+                index = np.arange(start, min(start + batch_size, n))
+                pixels = _flat_images(ds, index if rows is None else rows[index])
+                x = torch.from_numpy(pixels).to(device).float()
+                mu = model.encode(x)[0]
+                if out is None:  # d is known only after the first batch
+                    out = np.empty((n, mu.shape[1]), dtype=np.float32)
+                out[index] = mu.float().cpu().numpy()
+    finally:
+        if was_training and hasattr(model, "train"):
+            model.train()
+    if out is None:
+        raise ValueError("the grid is empty: nothing to encode")
+    return out
+
+
+def check_table(codes: np.ndarray, grid: FactorGrid) -> np.ndarray:
+    """codes: (len(grid), d) -> the same as a 2-D float array, or a clear error (a wrong
+    shape, or NaN / inf from a diverged model: a metric of those would be meaningless)."""
+    codes = np.asarray(codes)
+    if codes.ndim == 1:
+        codes = codes[:, None]
+    if codes.ndim != 2 or codes.shape[0] != len(grid):
+        raise ValueError(f"codes must be (len(grid)={len(grid)}, d), got {codes.shape}")
+    if not np.issubdtype(codes.dtype, np.floating):
+        codes = codes.astype(np.float32)
+    if not np.isfinite(codes).all():
+        raise ValueError("codes contain NaN or inf")
+    return codes
+
+
+def sample_codes(
+    codes: np.ndarray, grid: FactorGrid, n: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """n images uniform over the grid (disentanglement_lib's `generate_batch_factor_code`).
+
+    Returns (mus (n, d), ys (n, K) int64), ys the classes of the K varying factors
+    (dSprites: shape, scale, orientation, posX, posY; color is constant and dropped).
+    """
+    classes = grid.sample(n, rng)
+    return codes[grid.index(classes)], classes[:, list(grid.varying)]

@@ -1,0 +1,106 @@
+"""encode_grid: one batched pass over the grid, rows in flat-index order, encoder means."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from raywae.data.grid import FactorGrid
+from raywae.metrics import encode_grid
+from raywae.metrics.codes import sample_codes
+
+
+class PackedTable:
+    """The dataset contract encode_grid relies on: .grid and .packed(index) (n, 512)."""
+
+    def __init__(self, grid: FactorGrid, seed: int = 0) -> None:
+        self.grid = grid
+        self.bits = np.random.default_rng(seed).integers(0, 256, (len(grid), 512), np.uint8)
+
+    def packed(self, index: np.ndarray) -> np.ndarray:
+        return self.bits[index]
+
+
+class ImagesOnly:
+    def __init__(self, table: PackedTable) -> None:
+        self.grid, self._t = table.grid, table
+
+    def images(self, index: np.ndarray) -> np.ndarray:
+        return np.unpackbits(self._t.packed(index), axis=1).reshape(-1, 64, 64)
+
+
+class LinearEncoder(torch.nn.Module):
+    """mu = W x (+ dropout, to show eval mode is used); log-scale = a constant."""
+
+    def __init__(self, d: int = 3) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(4096, d)
+        self.drop = torch.nn.Dropout(0.5)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        assert x.dtype == torch.float32 and x.shape[1] == 4096 and not torch.is_grad_enabled()
+        mu = self.lin(self.drop(x))
+        return mu, torch.full_like(mu, 7.0)
+
+
+@pytest.fixture(scope="module")
+def table() -> PackedTable:
+    return PackedTable(FactorGrid.dsprites().subgrid(orientation=8, posX=8, posY=8))
+
+
+def test_rows_are_encoder_means_in_flat_order(table):
+    torch.manual_seed(0)
+    model = LinearEncoder()
+    model.train()
+    codes = encode_grid(model, table, batch_size=1000, progress=False)  # 1,440 rows: 2 batches
+    assert codes.shape == (len(table.grid), 3) and codes.dtype == np.float32
+    assert model.training  # the caller's mode is restored
+    x = torch.from_numpy(np.unpackbits(table.bits[[0, 999, 1000, 1439]], axis=1)).float()
+    with torch.no_grad():
+        expected = model.lin(x).numpy()
+    np.testing.assert_allclose(codes[[0, 999, 1000, 1439]], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_images_fallback_matches_packed(table):
+    torch.manual_seed(0)
+    model = LinearEncoder()
+    a = encode_grid(model, table, batch_size=512, progress=False)
+    b = encode_grid(model, ImagesOnly(table), batch_size=700, progress=False)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_subgrid_table_reads_the_subgrid_rows(table):
+    """A code table on a subgrid of ds.grid (itself a subgrid here): row i is the image of the
+    subgrid's flat index i, found through full-grid classes."""
+    torch.manual_seed(0)
+    model = LinearEncoder()
+    full = encode_grid(model, table, progress=False)
+    sub = table.grid.subgrid(shape=2, posX=2)
+    codes = encode_grid(model, table, progress=False, grid=sub)
+    assert codes.shape == (len(sub), 3)
+    own = sub.to_full_classes(sub.classes(np.arange(len(sub))))
+    parent = table.grid.to_full_classes(table.grid.classes(np.arange(len(table.grid))))
+    lookup = {tuple(c): i for i, c in enumerate(parent)}
+    rows = [lookup[tuple(c)] for c in own]
+    np.testing.assert_allclose(codes, full[rows], rtol=1e-6)
+    other = FactorGrid.dsprites().subgrid(posX=3)
+    with pytest.raises(ValueError, match="not a subgrid"):
+        encode_grid(model, table, progress=False, grid=other)
+
+
+def test_project_autoencoder_if_present(table):
+    models = pytest.importorskip("raywae.models")
+    config = pytest.importorskip("raywae.config")
+    torch.manual_seed(0)
+    model = models.build_model(config.ModelConfig(hidden=32, latent_dim=4))
+    codes = encode_grid(model, table, progress=False)
+    assert codes.shape == (len(table.grid), 4) and np.all(np.abs(codes) <= 1)  # tanh means
+
+
+def test_sample_codes_reads_rows_by_flat_index():
+    grid = FactorGrid.dsprites().subgrid(orientation=10, posX=8, posY=8)
+    codes = grid.classes(np.arange(len(grid))).astype(np.float32)
+    mus, ys = sample_codes(codes, grid, 100, np.random.default_rng(0))
+    assert ys.shape == (100, 5)
+    np.testing.assert_array_equal(mus[:, list(grid.varying)], ys)

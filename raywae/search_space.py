@@ -331,8 +331,6 @@ def _spec(d: dict[str, Any], r: _Reader) -> SweepSpec:
     res = r.mapping(d.get("resources", {}), "resources", {"cpu": float, "gpu": float})
     cpu = r.number(res.get("cpu", 1), "resources.cpu", 0, math.inf)
     gpu = r.number(res.get("gpu", 0), "resources.gpu", 0, math.inf)
-    if 1 < gpu and not float(gpu).is_integer():
-        raise r.error("resources.gpu", f"a fraction in (0, 1] or a whole number, got {gpu}")
     if gpu > 1:
         raise r.error("resources.gpu", f"more than one GPU per trial is not supported, got {gpu}")
     spec = SweepSpec(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from raywae.data import FactorGrid, load_dsprites
 
@@ -28,3 +29,13 @@ def small_grid() -> FactorGrid:
 def small_ds(small_grid: FactorGrid, data_dir: object) -> object:
     """Procedural dSprites on the small subgrid (rendered once per session)."""
     return load_dsprites("procedural", grid=small_grid)
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> object:
+    """Small tensors: one torch thread avoids contention on a shared 2-core machine (up to
+    30x faster here than two threads fighting); the old setting comes back afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -16,14 +16,7 @@ from raywae.models import OBJECTIVES, build_model, build_objective, mmd2_imq
 from raywae.models.objectives import batch_gaussian, logscale_penalty, w2_squared_to_std_normal
 from raywae.models.posteriors import BoxPosterior, GaussianPosterior, GaussianPrior, UniformPrior
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids contention on a shared machine (30x faster here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gen(seed: int = 0) -> torch.Generator:

@@ -11,14 +11,7 @@ import torch
 from raywae.config import Config, from_dict, override
 from raywae.train import NonFiniteLossError, Trainer, learning_rate, unpack_bits
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small networks: one thread avoids contention on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_cfg(name: str = "beta_vae", **train) -> Config:

@@ -221,6 +221,7 @@ def run(
                 num_samples=1 if grid else spec.num_samples,
                 search_alg=None if grid else searcher(spec, experiment or Path(".")),
                 max_concurrent_trials=spec.concurrency or None,
+                reuse_actors=True,  # a worker imports torch / Ray / raywae once, not per trial
                 trial_dirname_creator=lambda t: f"{t.trial_id}",
             ),
             run_config=tune.RunConfig(

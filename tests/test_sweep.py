@@ -208,7 +208,8 @@ def test_optuna_multi_objective_sweep(tmp_path: Path, local_ray: None) -> None:
 
 def test_killed_sweep_resumes_without_duplicates(tmp_path: Path) -> None:
     arms = {"beta_vae": {"grid": {"objective.beta": [1, 4, 8]}}}
-    base = {**TINY, "train": {**TINY["train"], "steps": 60}}
+    # Long enough (a few seconds a trial) that the kill lands while trials are unfinished.
+    base = {**TINY, "train": {**TINY["train"], "steps": 1500, "report_every": 300}}
     path = write_space(tmp_path, "smoke_resume", arms=arms, base=base, concurrency=1)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     driver = subprocess.Popen(

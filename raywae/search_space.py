@@ -333,6 +333,13 @@ def _spec(d: dict[str, Any], r: _Reader) -> SweepSpec:
     gpu = r.number(res.get("gpu", 0), "resources.gpu", 0, math.inf)
     if gpu > 1:
         raise r.error("resources.gpu", f"more than one GPU per trial is not supported, got {gpu}")
+    for key, value, least in (
+        ("concurrency", d.get("concurrency", 0), 0),
+        ("max_failures", d.get("max_failures", 1), 0),
+        ("search.num_samples", search.get("num_samples", 1), 1),
+    ):
+        if value < least:
+            raise r.error(key, f"must be >= {least}, got {value}")
     spec = SweepSpec(
         source=r.source,
         name=d["name"],

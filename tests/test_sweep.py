@@ -114,6 +114,7 @@ BAD = [
         "0 < low < high",
     ),
     ("unknown top key", {"trails": 3}, "trails", "unknown key"),
+    ("negative concurrency", {"concurrency": -1}, "concurrency", "must be >= 0"),
 ]
 
 

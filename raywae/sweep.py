@@ -10,7 +10,6 @@ import dataclasses
 import os
 import signal
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -281,9 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     spec = resolve_paths(spec, args.storage)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            data = prepare_data(spec)
+        data = prepare_data(spec)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

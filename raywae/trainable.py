@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import torch
 from ray import tune
 
 from raywae.config import Config
-from raywae.data import FactorGrid, load_dsprites
+from raywae.data import FactorGrid, ProceduralDataWarning, load_dsprites
 from raywae.images import write_pictures
 from raywae.metrics import encode_grid, report
 from raywae.search_space import SweepSpec
@@ -54,7 +55,9 @@ def train_trial(config: dict[str, Any], spec: SweepSpec) -> None:
     """Tune function trainable. config: {"arm", "seed", dotted overrides...}."""
     cfg = spec.config(config)
     torch.set_num_threads(max(1, int(spec.cpu)))
-    ds = dataset(cfg)
+    with warnings.catch_warnings():  # the driver has already warned, once, before any trial
+        warnings.simplefilter("ignore", ProceduralDataWarning)
+        ds = dataset(cfg)
     trainer = Trainer(cfg, ds)
     if (restored := tune.get_checkpoint()) is not None:
         with restored.as_directory() as folder:

@@ -67,14 +67,14 @@ def train_trial(config: dict[str, Any], spec: SweepSpec) -> None:
         "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()) or "none",
     }
 
-    def report(trainer: Trainer, logs: dict[str, float]) -> None:
+    def report_progress(trainer: Trainer, logs: dict[str, float]) -> None:
         if trainer.step >= cfg.train.steps:
             return  # the last window is reported with the final metrics below
         logs = {**logs, **trainer.evaluate(PROGRESS_EVAL_IMAGES), **context}
         with tempfile.TemporaryDirectory() as folder:
             tune.report(logs, checkpoint=_checkpoint(trainer, Path(folder)))
 
-    logs = trainer.run(callback=report) or {"step": trainer.step}
+    logs = trainer.run(callback=report_progress) or {"step": trainer.step}
     start = time.perf_counter()
     results = {**logs, **trainer.evaluate(), **context, **final_metrics(trainer, ds)}
     results["time/final_eval_s"] = time.perf_counter() - start

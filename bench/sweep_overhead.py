@@ -17,10 +17,9 @@ from pathlib import Path
 import torch
 import yaml
 
+from raywae.experiment import Experiment, open_dataset
 from raywae.search_space import SweepSpec, load
 from raywae.sweep import main as sweep_main
-from raywae.train import Trainer
-from raywae.trainable import PROGRESS_EVAL_IMAGES, dataset, final_metrics
 
 CONCURRENCY = 2
 
@@ -50,12 +49,9 @@ def serial(spec: SweepSpec) -> float:
     torch.set_num_threads(1)
     start = time.perf_counter()
     for trial in spec.trials():
-        cfg = spec.config(trial.as_config())
-        ds = dataset(cfg)
-        trainer = Trainer(cfg, ds)
-        trainer.run(callback=lambda t, logs: t.evaluate(PROGRESS_EVAL_IMAGES))
-        trainer.evaluate()
-        final_metrics(trainer, ds)
+        exp = Experiment(spec.config(trial.as_config()), progress=False)
+        exp.train(report=lambda logs: None)  # progress evaluation included, as in a trial
+        exp.final()
     return time.perf_counter() - start
 
 
@@ -66,7 +62,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = space(Path(tmp), args.steps)
         spec = load(path)
-        dataset(spec.config(spec.trials()[0].as_config()))  # cache built once, outside timing
+        open_dataset(spec.config(spec.example()).data)  # cache built once, outside timing
         plain = serial(spec)
         start = time.perf_counter()
         code = sweep_main([str(path)])

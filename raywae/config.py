@@ -25,22 +25,37 @@ EXTRA_METRICS = ("mig", "dci", "factor_vae", "sap")
 
 
 class ConfigError(ValueError):
-    """A bad config entry; `key` is the dotted path (e.g. `objective.beta`)."""
+    """A bad config or search-space entry: `key` is the dotted path (e.g. `objective.beta`),
+    `source` the file and `line` (when known) where it stands; the message reads
+    `file:line: key: message`."""
 
-    def __init__(self, key: str, message: str, source: str = "<dict>") -> None:
-        self.key, self.message, self.source = key, message, source
-        super().__init__(f"{source}: {key or '<root>'}: {message}")
+    def __init__(
+        self, key: str, message: str, source: str = "<dict>", line: int | None = None
+    ) -> None:
+        self.key, self.message, self.source, self.line = key, message, source, line
+        where = f"{source}:{line}" if line else source
+        super().__init__(f"{where}: {key or '<root>'}: {message}")
+
+    def located(self, source: str, lines: Mapping[str, int], prefix: str = "") -> ConfigError:
+        """The same error with `prefix` before its key, placed in `source` at the line of the
+        key (or of its nearest enclosing key) in `lines` (see read_yaml)."""
+        key = f"{prefix}{self.key}" if self.key else prefix.rstrip(".")
+        probe = key
+        while probe and probe not in lines:
+            probe = probe.rsplit(".", 1)[0] if "." in probe else ""
+        return ConfigError(key, self.message, source, lines.get(probe))
 
 
-def _check(ok: bool, key: str, message: str) -> None:
+def check(ok: bool, key: str, message: str) -> None:
+    """Raise ConfigError(key, message) unless ok (value checks in __post_init__)."""
     if not ok:
         raise ConfigError(key, message)
 
 
 def _check_steps(steps: Mapping[str, int], key: str) -> None:
     for name, step in steps.items():
-        _check(name in DSPRITES_NAMES, f"{key}.{name}", f"unknown factor; one of {DSPRITES_NAMES}")
-        _check(step >= 1, f"{key}.{name}", f"step must be >= 1, got {step}")
+        check(name in DSPRITES_NAMES, f"{key}.{name}", f"unknown factor; one of {DSPRITES_NAMES}")
+        check(step >= 1, f"{key}.{name}", f"step must be >= 1, got {step}")
 
 
 @dataclass(frozen=True)
@@ -66,8 +81,8 @@ class ModelConfig:
     hidden: int = 1200
 
     def __post_init__(self) -> None:
-        _check(self.latent_dim >= 1, "latent_dim", f"must be >= 1, got {self.latent_dim}")
-        _check(self.hidden >= 1, "hidden", f"must be >= 1, got {self.hidden}")
+        check(self.latent_dim >= 1, "latent_dim", f"must be >= 1, got {self.latent_dim}")
+        check(self.hidden >= 1, "hidden", f"must be >= 1, got {self.hidden}")
 
 
 @dataclass(frozen=True)
@@ -85,9 +100,9 @@ class ObjectiveConfig:
 
     def __post_init__(self) -> None:
         for key in ("beta", "lam", "lp_lambda"):
-            _check(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
-        _check(self.p > 0, "p", f"must be > 0, got {self.p}")
-        _check(self.adv_lr > 0, "adv_lr", f"must be > 0, got {self.adv_lr}")
+            check(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
+        check(self.p > 0, "p", f"must be > 0, got {self.p}")
+        check(self.adv_lr > 0, "adv_lr", f"must be > 0, got {self.adv_lr}")
 
 
 @dataclass(frozen=True)
@@ -105,19 +120,19 @@ class TrainConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        _check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
+        check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
         # The unbiased MMD estimator divides by n(n-1).
-        _check(self.batch_size >= 2, "batch_size", f"must be >= 2, got {self.batch_size}")
-        _check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        check(self.batch_size >= 2, "batch_size", f"must be >= 2, got {self.batch_size}")
+        check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
         m, g = self.lr_milestones, self.lr_decay
-        _check(len(m) == len(g), "lr_decay", f"needs one factor per milestone ({len(m)})")
-        _check(all(0 < f <= 1 for f in m), "lr_milestones", "fractions must lie in (0, 1]")
-        _check(list(m) == sorted(m), "lr_milestones", "must be increasing")
-        _check(all(f > 0 for f in g), "lr_decay", "factors must be > 0")
-        _check(self.report_every >= 1, "report_every", "must be >= 1")
-        _check(self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1")
+        check(len(m) == len(g), "lr_decay", f"needs one factor per milestone ({len(m)})")
+        check(all(0 < f <= 1 for f in m), "lr_milestones", "fractions must lie in (0, 1]")
+        check(list(m) == sorted(m), "lr_milestones", "must be increasing")
+        check(all(f > 0 for f in g), "lr_decay", "factors must be > 0")
+        check(self.report_every >= 1, "report_every", "must be >= 1")
+        check(self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1")
         dev = re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device)
-        _check(dev is not None, "device", f"auto, cpu, mps, cuda or cuda:N; got {self.device!r}")
+        check(dev is not None, "device", f"auto, cpu, mps, cuda or cuda:N; got {self.device!r}")
 
 
 @dataclass(frozen=True)
@@ -131,10 +146,10 @@ class MetricsConfig:
     grid_subsample: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _check(self.runs >= 1, "runs", f"must be >= 1, got {self.runs}")
+        check(self.runs >= 1, "runs", f"must be >= 1, got {self.runs}")
         for i, name in enumerate(self.extra):
-            _check(name in EXTRA_METRICS, f"extra[{i}]", f"{name!r} not in {EXTRA_METRICS}")
-        _check(len(set(self.extra)) == len(self.extra), "extra", "lists a metric twice")
+            check(name in EXTRA_METRICS, f"extra[{i}]", f"{name!r} not in {EXTRA_METRICS}")
+        check(len(set(self.extra)) == len(self.extra), "extra", "lists a metric twice")
         _check_steps(self.grid_subsample, "grid_subsample")
 
 
@@ -153,7 +168,7 @@ class Config:
         name, prior = self.objective.name, self.model.prior
         # KL(q || U[-1,1]^d) is infinite for a Gaussian q; W2 here is the closed form to N(0, I).
         if name in ("beta_vae", "wwae"):
-            _check(prior == "gaussian", "model.prior", f"{name} needs the gaussian prior")
+            check(prior == "gaussian", "model.prior", f"{name} needs the gaussian prior")
 
 
 # --- strict loading ---------------------------------------------------------------------------
@@ -182,48 +197,76 @@ def _number(value: Any, tp: type, key: str) -> int | float:
     return float(value)
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
+def _union(value: Any, args: tuple[Any, ...], key: str) -> Any:
+    """A value of `A | B | None`: None, else the branch matching the value's shape (a list
+    for a tuple type, a mapping for a dict or dataclass), else the first scalar that fits."""
+    if value is None and type(None) in args:
+        return None
+    args = tuple(a for a in args if a is not type(None))
+    shaped = [
+        a
+        for a in args
+        if (get_origin(a) is tuple and isinstance(value, list | tuple))
+        or ((get_origin(a) is dict or dataclasses.is_dataclass(a)) and isinstance(value, Mapping))
+    ]
+    if shaped or len(args) == 1:
+        return coerce(value, (shaped or args)[0], key)
+    for a in args:
+        try:
+            return coerce(value, a, key)
+        except ConfigError:
+            continue
+    names = " or ".join(getattr(a, "__name__", "list") for a in args)
+    raise ConfigError(key, f"expected {names}, got {type(value).__name__} {value!r}")
+
+
+def coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the type hint `tp` (a dataclass, Literal, int, float, str, bool,
+    tuple[X, ...], dict[K, V], a union, Any) and convert it; raise ConfigError naming `key`.
+    The one validator of raywae: experiment configs and search-space files both use it."""
     origin, args = get_origin(tp), get_args(tp)
+    if tp is Any:
+        return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise ConfigError(key, f"expected a mapping, got {type(value).__name__}")
         return _build(tp, value, key)
     if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(value, inner, key)
+        return _union(value, args, key)
     if origin is Literal:
         if not isinstance(value, str) or value not in args:
             raise ConfigError(key, f"must be one of {list(args)}, got {value!r}")
         return value
     if tp in (int, float):
         return _number(value, tp, key)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(key, f"expected str, got {type(value).__name__} {value!r}")
+    if tp in (str, bool):
+        if not isinstance(value, tp):
+            raise ConfigError(key, f"expected {tp.__name__}, got {type(value).__name__} {value!r}")
         return value
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise ConfigError(key, f"expected a list, got {type(value).__name__}")
-        return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        return tuple(coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(key, f"expected a mapping, got {type(value).__name__}")
-        return {
-            _coerce(k, args[0], key): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()
-        }
+        return {coerce(k, args[0], key): coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
     raise TypeError(f"config field type {tp!r} has no loader")  # a bug in this module
 
 
 def _build(cls: type, d: Mapping[str, Any], path: str) -> Any:
     prefix = f"{path}." if path else ""
     hints = get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = dataclasses.fields(cls)
+    names = [f.name for f in fields]
     for key in d:
         if key not in names:
             raise ConfigError(f"{prefix}{key}", f"unknown key; allowed: {names}")
-    kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in d.items()}
+    for f in fields:
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and f.name not in d:
+            raise ConfigError(f"{prefix}{f.name}", "missing: this key is required")
+    kwargs = {k: coerce(v, hints[k], f"{prefix}{k}") for k, v in d.items()}
     try:
         return cls(**kwargs)
     except ConfigError as err:  # value checks name keys relative to their section
@@ -233,17 +276,63 @@ def _build(cls: type, d: Mapping[str, Any], path: str) -> Any:
 def from_dict(d: Mapping[str, Any], source: str = "<dict>") -> Config:
     """Strict nested dict -> Config; missing sections / keys take their defaults."""
     try:
-        return _coerce(dict(d), Config, "")
+        return coerce(dict(d), Config, "")
     except ConfigError as err:
         raise ConfigError(err.key, err.message, source) from None
 
 
+def _line_map(node: yaml.Node, path: str = "", out: dict[str, int] | None = None) -> dict:
+    """Dotted key path -> 1-based line of the key in the YAML text (list items as `key[i]`)."""
+    out = {} if out is None else out
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            sub = f"{path}.{key.value}" if path else str(key.value)
+            out[sub] = key.start_mark.line + 1
+            _line_map(value, sub, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, value in enumerate(node.value):
+            out[f"{path}[{i}]"] = value.start_mark.line + 1
+            _line_map(value, f"{path}[{i}]", out)
+    return out
+
+
+def read_yaml(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """A YAML file (`yaml.safe_load`) whose top is a mapping, and the line of every key
+    (see _line_map). A missing file or bad YAML is a ConfigError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("", "no such file", str(path))
+    text = path.read_text()
+    try:
+        node, doc = yaml.compose(text), yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError("", f"not valid YAML: {err}", str(path)) from None
+    if doc is None:
+        return {}, {}
+    if not isinstance(doc, Mapping):
+        raise ConfigError("", f"expected a mapping at the top, got {type(doc).__name__}", str(path))
+    return dict(doc), _line_map(node)
+
+
 def load(path: str | Path) -> Config:
-    """Read a YAML experiment config (`yaml.safe_load`) strictly."""
-    d = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(d, Mapping):
-        raise ConfigError("", f"expected a mapping at the top, got {type(d).__name__}", str(path))
-    return from_dict(d, source=str(path))
+    """Read a YAML experiment config (the `base:` section format of a sweep) strictly."""
+    doc, lines = read_yaml(path)
+    try:
+        return from_dict(doc)
+    except ConfigError as err:
+        raise err.located(str(path), lines) from None
+
+
+def set_path(d: dict[str, Any], key: str, value: Any, source: str = "<overrides>") -> None:
+    """d[a][b][c] = value for key "a.b.c" (the one dotted setter of --set and overrides);
+    missing mappings are created, a parent that is not a mapping is a ConfigError."""
+    *parents, last = key.split(".")
+    node = d
+    for i, part in enumerate(parents):
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(".".join(parents[: i + 1]), f"setting {key}: not a mapping", source)
+    node[last] = value
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
@@ -263,17 +352,24 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     }
 
 
+def parse_sets(pairs: list[str]) -> dict[str, Any]:
+    """The CLIs' `--set KEY.PATH=VALUE` strings -> {dotted key: value}, each value read as
+    YAML (`3` is an int, `1e-4` a string the number checks accept, `[a, b]` a list)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(pair, "expected KEY.PATH=VALUE", "--set")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
 def override(cfg: Config, flat: Mapping[str, Any], source: str = "<overrides>") -> Config:
     """A copy of cfg with dotted keys replaced, e.g. {"objective.beta": 3, "seed": 1};
     `data.subgrid.posX` adds or sets one factor. Checked as strictly as from_dict."""
     d = to_dict(cfg)
     for key, value in flat.items():
-        node, parts = d, key.split(".")
-        for i, part in enumerate(parts[:-1]):
-            if not isinstance(node.get(part), dict):
-                raise ConfigError(".".join(parts[: i + 1]), "not a config section", source)
-            node = node[part]
-        node[parts[-1]] = value
+        set_path(d, key, value, source)
     return from_dict(d, source)
 
 

@@ -1,40 +1,22 @@
 """Search-space YAML -> SweepSpec: fixed settings, model families ("arms"), grid axes, seeds,
-Optuna / random distributions, resources. Strict: every error names the file, the key path
-and, where the YAML has it, the line. Imports neither Ray nor MLflow.
+Optuna / random distributions, resources. Strict: the document is checked by the same
+validator as an experiment config (`config.coerce`), and every error names the file, the key
+path and the line. Imports neither Ray nor MLflow.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import Any, Literal
 
 from raywae import config as cfgmod
+from raywae.config import ConfigError, check
 
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
-ALGORITHMS = ("grid", "optuna", "random")
-SAMPLERS = ("tpe", "nsga2", "random")
-TOP_KEYS = {
-    "name": str,
-    "description": str,
-    "base": dict,
-    "arms": dict,
-    "grid": dict,
-    "space": dict,
-    "seeds": (int, list),
-    "search": dict,
-    "resources": dict,
-    "concurrency": int,
-    "max_failures": int,
-    "storage": str,
-    "tracking_uri": str,
-}
-ARM_KEYS = {"family": str, "set": dict, "grid": dict, "space": dict}
 # Model families (PROTOCOL §3-§4, §9): the settings an arm of that family starts from.
 FAMILIES: dict[str, dict[str, Any]] = {
     "beta_vae": {
@@ -55,25 +37,93 @@ FAMILIES: dict[str, dict[str, Any]] = {
     },
     "wwae": {"objective.name": "wwae", "model.posterior": "gaussian", "model.prior": "gaussian"},
 }
-SEARCH_KEYS = {
-    "algorithm": str,
-    "sampler": str,
-    "metric": (str, list),
-    "mode": (str, list),
-    "num_samples": int,
-    "seed": int,
-}
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # one path component: a folder name
+
+Grid = dict[str, tuple[Any, ...]]
+Space = dict[str, dict[str, tuple[Any, ...]]]
 
 
-class SpecError(ValueError):
-    """A bad search space; the message starts with `file:line: key.path:`."""
+# --- the document's schema (checked by config.coerce) ------------------------------------------
+@dataclass(frozen=True)
+class SearchDoc:
+    algorithm: Literal["grid", "optuna", "random"] = "grid"
+    sampler: Literal["tpe", "nsga2", "random"] = "tpe"
+    metric: str | tuple[str, ...] = "metric/beta_vae_5"
+    mode: str | tuple[str, ...] = "max"
+    num_samples: int = 1
+    seed: int = 0
 
-    def __init__(self, source: str, key: str, message: str, line: int | None = None) -> None:
-        where = f"{source}:{line}" if line else source
-        self.key = key
-        super().__init__(f"{where}: {key or '<root>'}: {message}")
+    def __post_init__(self) -> None:
+        metric, mode = _as_tuple(self.metric), _as_tuple(self.mode)
+        check(
+            len(metric) == len(mode) and all(m in ("min", "max") for m in mode),
+            "mode",
+            f"one of min/max per metric {list(metric)}, got {list(mode)}",
+        )
+        check(self.num_samples >= 1, "num_samples", f"must be >= 1, got {self.num_samples}")
 
 
+@dataclass(frozen=True)
+class ResourcesDoc:
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+    def __post_init__(self) -> None:
+        check(self.cpu >= 0, "cpu", f"must be >= 0, got {self.cpu}")
+        check(self.gpu >= 0, "gpu", f"must be >= 0, got {self.gpu}")
+        check(self.gpu <= 1, "gpu", f"more than one GPU per trial is not supported, got {self.gpu}")
+
+
+@dataclass(frozen=True)
+class TrackingDoc:
+    """log_model: a finished run carries its weights (model.pt, ~55 MB for the paper network)."""
+
+    log_model: bool = True
+
+
+@dataclass(frozen=True)
+class ArmDoc:
+    family: str | None = None
+    set: dict[str, Any] = field(default_factory=dict)
+    grid: Grid = field(default_factory=dict)
+    space: Space = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SweepDoc:
+    name: str
+    description: str | None = None
+    base: dict[str, Any] = field(default_factory=dict)
+    arms: dict[str, ArmDoc | None] = field(default_factory=dict)
+    grid: Grid = field(default_factory=dict)
+    space: Space = field(default_factory=dict)
+    seeds: int | tuple[int, ...] = 1
+    search: SearchDoc = field(default_factory=SearchDoc)
+    resources: ResourcesDoc = field(default_factory=ResourcesDoc)
+    concurrency: int = 0
+    max_failures: int = 1
+    storage: str = "runs"
+    tracking_uri: str | None = None
+    tracking: TrackingDoc = field(default_factory=TrackingDoc)
+
+    def __post_init__(self) -> None:
+        check(
+            SAFE_NAME.fullmatch(self.name) is not None and ".." not in self.name,
+            "name",
+            f"a folder and MLflow experiment name: letters, digits, '_', '-', '.' "
+            f"(no '/', no '..'), got {self.name!r}",
+        )
+        check(self.concurrency >= 0, "concurrency", f"must be >= 0, got {self.concurrency}")
+        check(self.max_failures >= 0, "max_failures", f"must be >= 0, got {self.max_failures}")
+        seeds = self.seeds
+        check(
+            seeds >= 1 if isinstance(seeds, int) else len(seeds) > 0,
+            "seeds",
+            f"a positive count or a non-empty list of ints, got {seeds!r}",
+        )
+
+
+# --- the resolved sweep ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Distribution:
     """One searched hyperparameter: kind in DISTRIBUTIONS; args (low, high) or the choices."""
@@ -88,7 +138,7 @@ class Arm:
 
     name: str
     settings: dict[str, Any]
-    grid: dict[str, tuple[Any, ...]]
+    grid: Grid
     space: dict[str, Distribution]
 
 
@@ -101,7 +151,8 @@ class Trial:
     seed: int
 
     def as_config(self) -> dict[str, Any]:
-        """The flat dict a Tune trial receives (also what OptunaSearch produces)."""
+        """The flat trial dict every Tune trial receives, grid or Optuna:
+        {"arm": name, "seed": int, "<dotted.key>": value, ...}."""
         return {"arm": self.arm, "seed": self.seed, **self.params}
 
 
@@ -124,8 +175,8 @@ class SweepSpec:
     max_failures: int = 1
     storage: str = "runs"
     tracking_uri: str | None = None
+    log_model: bool = True
     description: str = ""
-    lines: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     def trials(self) -> list[Trial]:
         """The planned trials of a grid sweep: per arm, grid product x seeds (arm order)."""
@@ -136,140 +187,35 @@ class SweepSpec:
                 out.extend(Trial(arm.name, dict(zip(keys, values)), s) for s in self.seeds)
         return out
 
+    def example(self, arm: str | None = None) -> dict[str, Any]:
+        """A trial dict of `arm` (default: the first): its first grid values or the low ends
+        of its distributions, and the first seed."""
+        a = self.arms[arm or next(iter(self.arms))]
+        values = {k: v[0] for k, v in a.grid.items()} | {k: d.args[0] for k, d in a.space.items()}
+        return {"arm": a.name, "seed": self.seeds[0], **values}
+
     def config(self, trial: Mapping[str, Any]) -> cfgmod.Config:
-        """The full experiment config of a Tune trial dict (see Trial.as_config)."""
-        trial = unwrap(trial)
-        arm = self.arms[trial.pop("arm")]
-        flat = {**arm.settings, **trial}
+        """The full experiment config of a trial dict (see Trial.as_config)."""
+        params = dict(trial)
+        arm = self.arms[params.pop("arm")]
+        flat = {**arm.settings, **params}
         return cfgmod.override(cfgmod.from_dict(self.base, self.source), flat, self.source)
 
 
-def unwrap(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A Tune trial's config as Trial.as_config: grid sweeps nest it under "trial"."""
-    return dict(config.get("trial", config))
-
-
 # --- loading -----------------------------------------------------------------------------
-def _line_map(node: yaml.Node, path: str = "", out: dict[str, int] | None = None) -> dict:
-    """Dotted key path -> 1-based line of the key in the YAML text."""
-    out = {} if out is None else out
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            sub = f"{path}.{key.value}" if path else str(key.value)
-            out[sub] = key.start_mark.line + 1
-            _line_map(value, sub, out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, value in enumerate(node.value):
-            out[f"{path}[{i}]"] = value.start_mark.line + 1
-            _line_map(value, f"{path}[{i}]", out)
-    return out
-
-
-class _Reader:
-    """Checks one YAML document; every error carries the file and line."""
-
-    def __init__(self, source: str, lines: dict[str, int]) -> None:
-        self.source, self.lines = source, lines
-
-    def error(self, key: str, message: str) -> SpecError:
-        probe = key
-        while probe and probe not in self.lines:  # fall back to the nearest enclosing key
-            probe = probe.rsplit(".", 1)[0] if "." in probe else ""
-        return SpecError(self.source, key, message, self.lines.get(probe))
-
-    def mapping(self, d: Any, key: str, schema: dict[str, Any]) -> dict[str, Any]:
-        if not isinstance(d, Mapping):
-            raise self.error(key, f"expected a mapping, got {type(d).__name__}")
-        for k, v in d.items():
-            sub = f"{key}.{k}" if key else str(k)
-            if k not in schema:
-                raise self.error(sub, f"unknown key; allowed: {sorted(schema)}")
-            want = schema[k]
-            if isinstance(v, bool) or not isinstance(v, want):
-                if not (want is float and isinstance(v, int) and not isinstance(v, bool)):
-                    raise self.error(sub, f"expected {_names(want)}, got {type(v).__name__} {v!r}")
-        return dict(d)
-
-    def number(self, v: Any, key: str, low: float = -math.inf, high: float = math.inf) -> float:
-        if isinstance(v, str):
-            try:
-                v = float(v)  # YAML 1.1 reads 1e-4 as a string
-            except ValueError:
-                raise self.error(key, f"expected a number, got string {v!r}") from None
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise self.error(key, f"expected a finite number, got {v!r}")
-        if not low <= v <= high:
-            raise self.error(key, f"must be in [{low}, {high}], got {v}")
-        return v
-
-    def grid(self, d: Any, key: str) -> dict[str, tuple[Any, ...]]:
-        d = self.mapping(d, key, dict.fromkeys(d if isinstance(d, Mapping) else (), list))
-        for k, values in d.items():
-            if not values:
-                raise self.error(f"{key}.{k}", "empty grid axis: give at least one value")
-        return {k: tuple(v) for k, v in d.items()}
-
-    def space(self, d: Any, key: str) -> dict[str, Distribution]:
-        d = self.mapping(d, key, dict.fromkeys(d if isinstance(d, Mapping) else (), dict))
-        out = {}
-        for k, spec in d.items():
-            sub = f"{key}.{k}"
-            if len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
-                raise self.error(
-                    sub,
-                    f"a distribution is one of {list(DISTRIBUTIONS)}: "
-                    f"e.g. {{loguniform: [1, 100]}}; got {spec!r}",
-                )
-            kind, args = next(iter(spec.items()))
-            if not isinstance(args, list) or not args:
-                raise self.error(f"{sub}.{kind}", f"expected a non-empty list, got {args!r}")
-            if kind != "choice":
-                if len(args) != 2:
-                    raise self.error(f"{sub}.{kind}", f"expected [low, high], got {args!r}")
-                low, high = (self.number(a, f"{sub}.{kind}") for a in args)
-                if not low < high or (kind == "loguniform" and low <= 0):
-                    raise self.error(
-                        f"{sub}.{kind}",
-                        f"need {'0 < ' * (kind == 'loguniform')}low < high, got [{low}, {high}]",
-                    )
-                args = [int(low), int(high)] if kind == "int" else [low, high]
-            out[k] = Distribution(kind, tuple(args))
-        return out
-
-
-def _names(t: Any) -> str:
-    return " or ".join(x.__name__ for x in (t if isinstance(t, tuple) else (t,)))
-
-
 def load(path: str | Path, overrides: Mapping[str, Any] | None = None) -> SweepSpec:
     """Read and check a search-space YAML. overrides: dotted keys over the file (the CLI's
     --set), e.g. {"base.train.steps": 200, "search.num_samples": 3}."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError(str(path), "", "no such search-space file")
-    text = path.read_text()
+    source = str(path)
+    doc, lines = cfgmod.read_yaml(path)
     try:
-        node = yaml.compose(text)
-        d = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise SpecError(str(path), "", f"not valid YAML: {err}") from None
-    lines = _line_map(node) if node is not None else {}
-    r = _Reader(str(path), lines)
-    d = r.mapping(d if d is not None else {}, "", TOP_KEYS)
-    for key, value in (overrides or {}).items():
-        _set(d, key, value, r)
-    return _spec(d, r)
-
-
-def _set(d: dict[str, Any], key: str, value: Any, r: _Reader) -> None:
-    """--set key.path=value on the raw document (nested mappings are created)."""
-    *parents, last = key.split(".")
-    node = d
-    for i, part in enumerate(parents):
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise r.error(".".join(parents[: i + 1]), f"--set {key}: not a mapping")
-    node[last] = value
+        for key, value in (overrides or {}).items():
+            cfgmod.set_path(doc, key, value, source)
+        spec = _spec(cfgmod.coerce(doc, SweepDoc, ""), source)
+        _check_configs(spec, lines)
+    except ConfigError as err:
+        raise err.located(source, lines) from None
+    return spec
 
 
 def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -281,127 +227,126 @@ def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _spec(d: dict[str, Any], r: _Reader) -> SweepSpec:
-    if "name" not in d:
-        raise r.error("name", "missing: every sweep needs a name (its MLflow experiment)")
-    base = d.get("base", {})
-    if not isinstance(base, dict):
-        raise r.error("base", "expected a mapping")
-    try:
-        cfgmod.from_dict(base, r.source)
-    except cfgmod.ConfigError as err:
-        raise r.error(f"base.{err.key}", err.message) from None
+def _grid(grid: Grid, key: str) -> Grid:
+    for k, values in grid.items():
+        check(bool(values), f"{key}.{k}", "empty grid axis: give at least one value")
+    return grid
 
-    search = r.mapping(d.get("search", {}), "search", SEARCH_KEYS)
-    algorithm = search.get("algorithm", "grid")
-    if algorithm not in ALGORITHMS:
-        raise r.error("search.algorithm", f"must be one of {list(ALGORITHMS)}, got {algorithm!r}")
-    sampler = search.get("sampler", "tpe")
-    if sampler not in SAMPLERS:
-        raise r.error("search.sampler", f"must be one of {list(SAMPLERS)}, got {sampler!r}")
-    metric = _as_tuple(search.get("metric", "metric/beta_vae_5"))
-    mode = _as_tuple(search.get("mode", "max"))
-    if len(metric) != len(mode) or any(m not in ("min", "max") for m in mode):
-        raise r.error("search.mode", f"one of min/max per metric {list(metric)}, got {list(mode)}")
 
-    arms_d = d.get("arms") or {"default": {}}
-    shared_grid = r.grid(d.get("grid", {}), "grid")
-    shared_space = r.space(d.get("space", {}), "space")
-    arms = {}
-    for name, arm_d in arms_d.items():
-        arm_d = r.mapping(arm_d or {}, f"arms.{name}", ARM_KEYS)
-        family = arm_d.get("family", name if name in FAMILIES else None)
-        if family is not None and family not in FAMILIES:
-            raise r.error(
-                f"arms.{name}.family",
-                f"unknown family {family!r}; "
-                f"known: {sorted(FAMILIES)} (or leave it out and `set:` everything)",
+def _distributions(space: Space, key: str) -> dict[str, Distribution]:
+    out = {}
+    for k, spec in space.items():
+        sub = f"{key}.{k}"
+        check(
+            len(spec) == 1 and next(iter(spec)) in DISTRIBUTIONS,
+            sub,
+            f"a distribution is one of {list(DISTRIBUTIONS)}: e.g. {{loguniform: [1, 100]}}; "
+            f"got {spec!r}",
+        )
+        kind, args = next(iter(spec.items()))
+        check(bool(args), f"{sub}.{kind}", "expected a non-empty list")
+        if kind != "choice":
+            check(len(args) == 2, f"{sub}.{kind}", f"expected [low, high], got {list(args)}")
+            low, high = (cfgmod.coerce(a, float, f"{sub}.{kind}") for a in args)
+            check(
+                low < high and (kind != "loguniform" or low > 0),
+                f"{sub}.{kind}",
+                f"need {'0 < ' * (kind == 'loguniform')}low < high, got [{low}, {high}]",
             )
-        settings = {**FAMILIES.get(family, {}), **_flat(arm_d.get("set", {}))}
-        grid = {**shared_grid, **r.grid(arm_d.get("grid", {}), f"arms.{name}.grid")}
-        space = {**shared_space, **r.space(arm_d.get("space", {}), f"arms.{name}.space")}
-        arms[name] = Arm(name, settings, grid, space)
-    if algorithm == "grid" and any(a.space for a in arms.values()):
-        raise r.error("space", "distributions need search.algorithm optuna or random")
+            args = (int(low), int(high)) if kind == "int" else (low, high)
+        out[k] = Distribution(kind, tuple(args))
+    return out
 
-    seeds_v = d.get("seeds", 1)
-    seeds = tuple(range(seeds_v)) if isinstance(seeds_v, int) else tuple(seeds_v)
-    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise r.error("seeds", f"a positive count or a list of ints, got {seeds_v!r}")
-    res = r.mapping(d.get("resources", {}), "resources", {"cpu": float, "gpu": float})
-    cpu = r.number(res.get("cpu", 1), "resources.cpu", 0, math.inf)
-    gpu = r.number(res.get("gpu", 0), "resources.gpu", 0, math.inf)
-    if gpu > 1:
-        raise r.error("resources.gpu", f"more than one GPU per trial is not supported, got {gpu}")
-    for key, value, least in (
-        ("concurrency", d.get("concurrency", 0), 0),
-        ("max_failures", d.get("max_failures", 1), 0),
-        ("search.num_samples", search.get("num_samples", 1), 1),
-    ):
-        if value < least:
-            raise r.error(key, f"must be >= {least}, got {value}")
-    spec = SweepSpec(
-        source=r.source,
-        name=d["name"],
-        base=base,
+
+def _spec(doc: SweepDoc, source: str) -> SweepSpec:
+    try:
+        cfgmod.from_dict(doc.base, source)
+    except ConfigError as err:
+        raise ConfigError(f"base.{err.key}", err.message) from None
+    search = doc.search
+    shared_grid = _grid(doc.grid, "grid")
+    shared_space = _distributions(doc.space, "space")
+    arms = {}
+    for name, arm_doc in (doc.arms or {"default": None}).items():
+        arm_doc = arm_doc or ArmDoc()
+        family = arm_doc.family or (name if name in FAMILIES else None)
+        check(
+            family is None or family in FAMILIES,
+            f"arms.{name}.family",
+            f"unknown family {family!r}; known: {sorted(FAMILIES)} "
+            "(or leave it out and `set:` everything)",
+        )
+        settings = {**FAMILIES.get(family or "", {}), **_flat(arm_doc.set)}
+        grid = {**shared_grid, **_grid(arm_doc.grid, f"arms.{name}.grid")}
+        space = {**shared_space, **_distributions(arm_doc.space, f"arms.{name}.space")}
+        arms[name] = Arm(name, settings, grid, space)
+    check(
+        search.algorithm != "grid" or not any(a.space for a in arms.values()),
+        "space",
+        "distributions need search.algorithm optuna or random",
+    )
+    if search.algorithm != "grid":
+        _check_same_distributions(arms)
+    seeds = tuple(range(doc.seeds)) if isinstance(doc.seeds, int) else doc.seeds
+    return SweepSpec(
+        source=source,
+        name=doc.name,
+        base=doc.base,
         arms=arms,
         seeds=seeds,
-        algorithm=algorithm,
-        sampler=sampler,
-        metric=metric,
-        mode=mode,
-        num_samples=search.get("num_samples", 1),
-        search_seed=search.get("seed", 0),
-        cpu=cpu,
-        gpu=gpu,
-        concurrency=d.get("concurrency", 0),
-        max_failures=d.get("max_failures", 1),
-        storage=d.get("storage", "runs"),
-        tracking_uri=d.get("tracking_uri"),
-        description=d.get("description", ""),
-        lines=r.lines,
+        algorithm=search.algorithm,
+        sampler=search.sampler,
+        metric=_as_tuple(search.metric),
+        mode=_as_tuple(search.mode),
+        num_samples=search.num_samples,
+        search_seed=search.seed,
+        cpu=doc.resources.cpu,
+        gpu=doc.resources.gpu,
+        concurrency=doc.concurrency,
+        max_failures=doc.max_failures,
+        storage=doc.storage,
+        tracking_uri=doc.tracking_uri,
+        log_model=doc.tracking.log_model,
+        description=doc.description or "",
     )
-    if algorithm != "grid":
-        _check_same_distributions(arms, r)
-    _check_configs(spec, r)
-    return spec
 
 
-def _as_tuple(v: str | list[str]) -> tuple[str, ...]:
+def _as_tuple(v: str | tuple[str, ...]) -> tuple[str, ...]:
     return (v,) if isinstance(v, str) else tuple(v)
 
 
-def _check_same_distributions(arms: dict[str, Arm], r: _Reader) -> None:
+def _check_same_distributions(arms: dict[str, Arm]) -> None:
     """Optuna learns one distribution per parameter name, whichever arm suggests it."""
     seen: dict[str, tuple[str, Distribution]] = {}
     for arm in arms.values():
         for key, d in arm.space.items():
             first, other = seen.setdefault(key, (arm.name, d))
-            if other != d:
-                raise r.error(
-                    f"arms.{arm.name}.space.{key}",
-                    f"differs from arms.{first}.space."
-                    f"{key}; a searched name needs one distribution in every arm",
-                )
+            check(
+                other == d,
+                f"arms.{arm.name}.space.{key}",
+                f"differs from arms.{first}.space.{key}; a searched name needs one "
+                "distribution in every arm",
+            )
 
 
-def _check_configs(spec: SweepSpec, r: _Reader) -> None:
-    """Build the config of every planned grid trial (or, for a search, each arm at the ends
-    of its distributions) so that a bad value fails now, naming where it came from."""
-    probes: list[tuple[str, dict[str, Any]]] = []
+def _check_configs(spec: SweepSpec, lines: Mapping[str, int]) -> None:
+    """Build the config of every planned grid trial (or, for a search, of each arm with each
+    probe value of each distribution: every choice, both ends of an interval) so that a bad
+    value fails now, naming where in the file it came from."""
     if spec.algorithm == "grid":
-        probes = [(t.arm, t.as_config()) for t in spec.trials()]
+        probes = [t.as_config() for t in spec.trials()]
     else:
+        probes = []
         for arm in spec.arms.values():
-            ends = [
-                {k: d.args[0] for k, d in arm.space.items()},
-                {k: d.args[-1] for k, d in arm.space.items()},
-            ]
-            probes += [(arm.name, {"arm": arm.name, "seed": spec.seeds[0], **e}) for e in ends]
-    for arm, trial in probes:
+            low = spec.example(arm.name)
+            probes.append(low)
+            for key, d in arm.space.items():
+                probes += [{**low, key: v} for v in d.args[1:]]
+    for trial in probes:
         try:
             spec.config(trial)
-        except cfgmod.ConfigError as err:
+        except ConfigError as err:
+            arm = trial["arm"]
             where = [
                 f"arms.{arm}.grid.{err.key}",
                 f"grid.{err.key}",
@@ -411,5 +356,6 @@ def _check_configs(spec: SweepSpec, r: _Reader) -> None:
                 f"arms.{arm}.family",
                 f"base.{err.key}",
             ]
-            key = next((w for w in where if w in r.lines), f"arms.{arm}")
-            raise r.error(key, f"{err.key}: {err.message}") from None
+            key = next((w for w in where if w in lines), f"arms.{arm}")
+            value = {k: v for k, v in trial.items() if k not in ("arm", "seed")}
+            raise ConfigError(key, f"{err.key}: {err.message} (trial values {value})") from None

@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from raywae.config import ConfigError, parse_sets
 from raywae.data import DataError
-from raywae.search_space import SpecError, SweepSpec, load
+from raywae.search_space import SweepSpec, load
 
 EXIT_BAD_INPUT = 2
 SUMMARY_COLUMNS = ("test/recon", "metric/beta_vae_4", "metric/beta_vae_5")
@@ -38,16 +38,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="override a YAML entry, e.g. --set base.train.steps=200 (repeatable)",
     )
     return p.parse_args(argv)
-
-
-def overrides(pairs: list[str]) -> dict[str, Any]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SpecError("--set", pair, "expected KEY.PATH=VALUE")
-        out[key] = yaml.safe_load(value)
-    return out
 
 
 def trial_table(spec: SweepSpec) -> str:
@@ -74,16 +64,10 @@ def trial_table(spec: SweepSpec) -> str:
             lines.append(f"  {arm.name}: {space or '(fixed)'}")
     lines.append(
         f"resources per trial: {spec.cpu} CPU, {spec.gpu} GPU; "
-        f"steps per trial: {spec.config(_any_trial(spec)).train.steps}"
+        f"steps per trial: {spec.config(spec.example()).train.steps}"
     )
+    lines.append(f"one trial alone: python -m raywae.experiment {spec.source} --trial N")
     return "\n".join(lines)
-
-
-def _any_trial(spec: SweepSpec) -> dict[str, Any]:
-    if spec.algorithm == "grid":
-        return spec.trials()[0].as_config()
-    arm = next(iter(spec.arms.values()))
-    return {"arm": arm.name, "seed": spec.seeds[0], **{k: d.args[0] for k, d in arm.space.items()}}
 
 
 def resolve_paths(spec: SweepSpec, storage: str | None) -> SweepSpec:
@@ -106,11 +90,11 @@ class SweepError(RuntimeError):
 def prepare_data(spec: SweepSpec) -> dict[str, str]:
     """Open (building once, under a lock) every dataset the sweep's arms use, before any
     trial starts; returns their provenance as MLflow tags."""
-    from raywae.trainable import dataset
+    from raywae.experiment import open_dataset
 
     tags: dict[str, str] = {}
-    for arm in spec.arms.values():
-        ds = dataset(spec.config(_any_trial(spec) | {"arm": arm.name}))
+    for arm in spec.arms:
+        ds = open_dataset(spec.config(spec.example(arm)).data)
         for key, value in ds.provenance().items():
             tags.setdefault(f"raywae.{key}", value)
     return tags
@@ -134,6 +118,35 @@ class DefineByRun:
             else:
                 trial.suggest_float(key, *d.args, log=d.kind == "loguniform")
         return {"seed": self.spec.seeds[0]} | ({} if len(arms) > 1 else {"arm": arm})
+
+
+def planned_search(spec: SweepSpec) -> Any:
+    """A Tune searcher that hands out a grid sweep's planned trials in order, each as the flat
+    trial dict Optuna's trials have too; its position is saved with the experiment, so a
+    resumed sweep neither repeats nor skips a trial."""
+    from ray.tune.search import Searcher
+
+    class PlannedSearch(Searcher):
+        def __init__(self, trials: list[dict[str, Any]]) -> None:
+            super().__init__()
+            self.trials, self.next = trials, 0
+
+        def suggest(self, trial_id: str) -> dict[str, Any] | str:
+            if self.next >= len(self.trials):
+                return Searcher.FINISHED
+            self.next += 1
+            return dict(self.trials[self.next - 1])
+
+        def on_trial_complete(self, trial_id: str, result: Any = None, error: bool = False):
+            pass  # nothing to learn: the plan is fixed
+
+        def save(self, checkpoint_path: str) -> None:
+            Path(checkpoint_path).write_text(json.dumps({"next": self.next}))
+
+        def restore(self, checkpoint_path: str) -> None:
+            self.next = json.loads(Path(checkpoint_path).read_text())["next"]
+
+    return PlannedSearch([t.as_config() for t in spec.trials()])
 
 
 def searcher(spec: SweepSpec, experiment: Path) -> Any:
@@ -210,15 +223,15 @@ def run(
     if resume:
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True)
     else:
-        grid = spec.algorithm == "grid"
+        if spec.algorithm == "grid":
+            search, samples = planned_search(spec), len(spec.trials())
+        else:
+            search, samples = searcher(spec, experiment or Path(".")), spec.num_samples
         tuner = tune.Tuner(
             trainable,
-            param_space={"trial": tune.grid_search([t.as_config() for t in spec.trials()])}
-            if grid
-            else {},
             tune_config=tune.TuneConfig(
-                num_samples=1 if grid else spec.num_samples,
-                search_alg=None if grid else searcher(spec, experiment or Path(".")),
+                num_samples=samples,
+                search_alg=search,
                 max_concurrent_trials=spec.concurrency or None,
                 reuse_actors=True,  # a worker imports torch / Ray / raywae once, not per trial
                 trial_dirname_creator=lambda t: f"{t.trial_id}",
@@ -239,12 +252,11 @@ def run(
 def summarize(spec: SweepSpec, results: Any, path: str, tracking_uri: str) -> int:
     """Best trial per arm, failures, and where everything is."""
     df = results.get_dataframe()
-    arm_col = next((c for c in ("config/trial/arm", "config/arm") if c in df.columns), None)
     metric, mode = spec.metric[0], spec.mode[0]
     print(f"\n=== {spec.name}: {len(df)} trials, {len(results.errors)} failed ===")
-    if arm_col and metric in df.columns:
+    if "config/arm" in df.columns and metric in df.columns:
         cols = [c for c in dict.fromkeys((metric, *SUMMARY_COLUMNS)) if c in df.columns]
-        for arm, rows in df.groupby(arm_col):
+        for arm, rows in df.groupby("config/arm"):
             rows = rows.dropna(subset=[metric])
             if len(rows):
                 best = rows.loc[rows[metric].idxmax() if mode == "max" else rows[metric].idxmin()]
@@ -271,8 +283,8 @@ def summarize(spec: SweepSpec, results: Any, path: str, tracking_uri: str) -> in
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        spec = load(args.file, overrides(args.set))
-    except SpecError as err:
+        spec = load(args.file, parse_sets(args.set))
+    except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if args.dry_run:

@@ -20,8 +20,9 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 import raywae
-from raywae.config import flatten
-from raywae.search_space import SweepSpec, unwrap
+from raywae.config import flatten, to_dict
+from raywae.experiment import CONFIG_FILE
+from raywae.search_space import SweepSpec
 
 TRIAL_TAG = "raywae.trial_id"
 LOGGED_PREFIXES = ("train/", "test/", "metric/", "time/")
@@ -66,9 +67,8 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def run_name(config: dict[str, Any]) -> str:
+def run_name(trial: dict[str, Any]) -> str:
     """A readable run name: arm, searched / grid values, seed (e.g. `beta_vae beta=8 seed=1`)."""
-    trial = unwrap(config)
     values = [
         f"{k.rsplit('.', 1)[-1]}={v:.4g}" if isinstance(v, float) else f"{k.rsplit('.', 1)[-1]}={v}"
         for k, v in trial.items()
@@ -129,7 +129,7 @@ class MLflowCallback(tune.Callback):
             history = client.get_metric_history(run_id, "train/loss")
             self._last_step[trial.trial_id] = max((m.step for m in history), default=-1)
         else:
-            config, arm = self.spec.config(trial.config), unwrap(trial.config)["arm"]
+            config, arm = self.spec.config(trial.config), trial.config["arm"]
             tags = {
                 **self.tags,
                 TRIAL_TAG: trial.trial_id,
@@ -139,6 +139,8 @@ class MLflowCallback(tune.Callback):
             run_id = client.create_run(self._experiment, tags=tags).info.run_id
             params = {**flatten(config), "arm": arm}
             client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+            # The config itself, not only its flattened strings: analysis rebuilds it from this.
+            client.log_dict(run_id, to_dict(config), CONFIG_FILE)
             self._last_step[trial.trial_id] = -1
         self._runs[trial.trial_id] = run_id
         return run_id
@@ -170,11 +172,8 @@ class MLflowCallback(tune.Callback):
             for k, v in result.items()
             if k.startswith(LOGGED_PREFIXES) and isinstance(v, int | float)
         ]
-        tags = [
-            RunTag(f"raywae.{k}", str(result[k]))
-            for k in ("node_ip", "hostname", "gpu_ids")
-            if k in result
-        ]
+        context = ("node_ip", "gpu_ids")
+        tags = [RunTag(f"raywae.{k}", str(result[k])) for k in context if k in result]
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from raywae.config import Config, TrainConfig, to_dict
 from raywae.data import DSprites
 from raywae.models import build_model, build_objective
+from raywae.progress import Bar, bar_for
 
 Callback = Callable[["Trainer", dict[str, float]], None]
 
@@ -159,31 +160,39 @@ class Trainer:
         return logs
 
     # --- public -----------------------------------------------------------------------------
-    def run(self, steps: int | None = None, callback: Callback | None = None) -> dict | None:
+    def run(
+        self, steps: int | None = None, callback: Callback | None = None, progress: bool = False
+    ) -> dict | None:
         """Train up to cfg.train.steps, or `steps` more. callback(trainer, logs) runs every
         cfg.train.report_every steps and at the last step of this call; logs hold `step`,
         `train/<term>` means over the window, `train/lr` and `time/imgs_per_s`.
+        progress: a tqdm bar over the steps (the loss of the last window beside it).
         Returns the last logs (None if no step ran). Raises NonFiniteLossError."""
         end = self.cfg.train.steps if steps is None else self.step + steps
         self.model.train()
         self._rows, self._window_start, logs = [], time.perf_counter(), None
-        while self.step < end:
-            self._train_step()
-            self.step += 1
-            if self.step % self.cfg.train.report_every == 0 or self.step == end:
-                logs = self._flush()
-                if callback is not None:
-                    callback(self, logs)
-                self._window_start = time.perf_counter()  # callback time is not training
+        bar = tqdm(total=end, initial=self.step, desc="train", unit="step", disable=not progress)
+        with bar:
+            while self.step < end:
+                self._train_step()
+                self.step += 1
+                bar.update()
+                if self.step % self.cfg.train.report_every == 0 or self.step == end:
+                    logs = self._flush()
+                    bar.set_postfix(loss=f"{logs['train/loss']:.1f}", refresh=False)
+                    if callback is not None:
+                        callback(self, logs)
+                    self._window_start = time.perf_counter()  # callback time is not training
         return logs
 
     @torch.no_grad()
-    def evaluate(self, max_images: int | None = None, progress: bool | None = None) -> dict:
+    def evaluate(self, max_images: int | None = None, progress: bool | Bar | None = None) -> dict:
         """PROTOCOL §6 over the test split (or its first max_images): mean summed BCE with z
         sampled from q(z|x) (`test/recon`) and with z = μ (`test/recon_mean`).
 
         Uses its own generator seeded from cfg.seed: repeatable, and it leaves the training
-        RNGs alone. progress: tqdm bar (default: when there are more than 20 batches)."""
+        RNGs alone. progress: a bar (True / False / a tqdm-like factory; default: a tqdm bar
+        when there are more than 20 batches)."""
         index = self.test_index[:max_images]
         bs, n = self.cfg.train.eval_batch_size, index.shape[0]
         gen = torch.Generator(self.device).manual_seed(self._eval_seed)
@@ -191,8 +200,8 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         starts = range(0, n, bs)
-        show = len(starts) > 20 if progress is None else progress
-        for start in tqdm(starts, desc="test recon", disable=not show, leave=False):
+        bar = bar_for(len(starts) > 20 if progress is None else progress)
+        for start in bar(starts, desc="test recon", unit="batch"):
             x = unpack_bits(self.table[index[start : start + bs]])
             mu, s = self.model.encode(x)
             for k, z in enumerate((self.model.posterior.sample(mu, s, gen), mu)):

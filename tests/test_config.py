@@ -98,8 +98,8 @@ def test_load_yaml_names_the_file(tmp_path):
     cfg = load(good)
     assert cfg.objective.name == "wae_mmd" and cfg.train.lr == 1e-4 and cfg.seed == 3
     bad = tmp_path / "bad.yaml"
-    bad.write_text("model: {latent_dims: 10}\n")
-    with pytest.raises(ConfigError, match=r"bad\.yaml: model\.latent_dims: unknown key"):
+    bad.write_text("seed: 1\nmodel:\n  hidden: 8\n  latent_dims: 10\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml:4: model\.latent_dims: unknown key"):
         load(bad)
 
 

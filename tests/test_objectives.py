@@ -172,7 +172,7 @@ def test_gradients_are_finite_at_init_and_after_a_few_steps(name, posterior, pri
     for step in range(4):
         objective.zero_grad(set_to_none=True)
         out = objective(model, x, g)
-        assert set(out.terms) >= {"recon", "logscale_l1"}
+        assert set(out.terms) >= {"recon", "logscale_lp"}
         opt.zero_grad()
         out.total.backward()
         assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in params), step

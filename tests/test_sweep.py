@@ -15,7 +15,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from raywae.search_space import SpecError, load
+from raywae.config import ConfigError
+from raywae.search_space import load
 from raywae.sweep import main
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
@@ -136,11 +137,11 @@ def test_bad_yaml_exits_2_naming_file_key_and_line(
 
 def test_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main([str(tmp_path / "nope.yaml")]) == 2
-    assert "no such search-space file" in capsys.readouterr().err
-    with pytest.raises(SpecError, match="expected KEY.PATH=VALUE"):
-        from raywae.sweep import overrides
+    assert "no such file" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="expected KEY.PATH=VALUE"):
+        from raywae.config import parse_sets
 
-        overrides(["base.train.steps"])
+        parse_sets(["base.train.steps"])
 
 
 # --- running (real Ray, MLflow, Optuna) -----------------------------------------------------------

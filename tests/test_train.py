@@ -88,7 +88,7 @@ def test_callback_cadence_and_keys(small_ds):
     trainer = Trainer(small_cfg("wae_gan", steps=10), small_ds)
     last = trainer.run(callback=lambda t, logs: seen.append(logs))
     assert [s["step"] for s in seen] == [4, 8, 10] and last is seen[-1]
-    keys = {"train/loss", "train/recon", "train/adv", "train/adv_d", "train/logscale_l1"}
+    keys = {"train/loss", "train/recon", "train/adv", "train/adv_d", "train/logscale_lp"}
     assert keys | {"train/lr", "time/imgs_per_s", "step"} == set(seen[0])
     assert all(np.isfinite(v) for v in seen[0].values())
 

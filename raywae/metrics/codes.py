@@ -9,9 +9,9 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from raywae.data.grid import FactorGrid
+from raywae.progress import Bar, bar_for
 
 
 class Encoder(Protocol):
@@ -51,7 +51,7 @@ def encode_grid(
     ds: Any,
     batch_size: int = 2048,
     device: str | torch.device | None = None,
-    progress: bool = True,
+    progress: bool | Bar = True,
     grid: FactorGrid | None = None,
 ) -> np.ndarray:
     """Encoder means of every image of `ds.grid` (or of `grid`), in flat-index order.
@@ -59,6 +59,7 @@ def encode_grid(
     model: `encode(x)` with x (n, 4096) float32 in {0, 1} returning `(mu, log_scale)`.
     ds: has `.grid` and `.packed(index) -> (n, 512) uint8` (np.packbits rows) or
         `.images(index) -> (n, 64, 64) uint8`.
+    progress: show a bar (True / False) or a tqdm-like factory (see raywae.progress).
     grid: a subgrid of ds.grid (e.g. `ds.grid.subgrid(orientation=2)`) for a cheaper table;
         the metrics then take that grid with the codes.
     Returns codes: (len(grid), d) float32; row i is mu(x_i) for flat index i of the grid.
@@ -73,9 +74,8 @@ def encode_grid(
     out: np.ndarray | None = None
     try:
         with torch.no_grad():
-            for start in tqdm(
-                range(0, n, batch_size), desc="encode grid", unit="batch", disable=not progress
-            ):
+            bar = bar_for(progress)
+            for start in bar(range(0, n, batch_size), desc="encode grid", unit="batch"):
                 index = np.arange(start, min(start + batch_size, n))
                 pixels = _flat_images(ds, index if rows is None else rows[index])
                 x = torch.from_numpy(pixels).to(device).float()

@@ -79,7 +79,6 @@ class Objective(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.posterior, self.prior, self.latent_dim = model.posterior, model.prior, model.latent_dim
-        self.penalty_name = f"logscale_l{cfg.p:g}"
 
     def regulariser(
         self, mu: torch.Tensor, s: torch.Tensor, z: torch.Tensor, gen: torch.Generator
@@ -96,7 +95,8 @@ class Objective(nn.Module):
         # Without a weight the penalty is only logged: keep it out of the autograd graph.
         penalty = logscale_penalty(s if lp > 0 else s.detach(), self.cfg.p)
         total = recon + reg + lp * penalty if lp > 0 else recon + reg
-        return Loss(total, {"recon": recon, **terms, self.penalty_name: penalty}, z)
+        # One log key whatever p is (the exponent is a param of the run, not part of the name).
+        return Loss(total, {"recon": recon, **terms, "logscale_lp": penalty}, z)
 
     def adversary_loss(self, zq: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
         """Loss of the objective's own adversary on detached codes; None when it has none."""

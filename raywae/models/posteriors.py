@@ -63,9 +63,10 @@ class BoxPosterior:
 
 
 class GaussianPrior:
-    """p(z) = N(0, I)."""
+    """p(z) = N(0, I). span: latent traversals sweep each code over [−span, span] (±2 σ)."""
 
     name = "gaussian"
+    span = 2.0
 
     def sample(self, n: int, d: int, generator: torch.Generator) -> torch.Tensor:
         """(n, d) float32 on the generator's device."""
@@ -73,9 +74,10 @@ class GaussianPrior:
 
 
 class UniformPrior:
-    """p(z) = U[−1, 1]^d."""
+    """p(z) = U[−1, 1]^d. span: latent traversals sweep each code over its support."""
 
     name = "uniform"
+    span = 1.0
 
     def sample(self, n: int, d: int, generator: torch.Generator) -> torch.Tensor:
         """(n, d) float32 on the generator's device."""

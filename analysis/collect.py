@@ -11,7 +11,6 @@ analysis run. `--from-tune` reads the Tune folders `<storage>/<NAME>` instead of
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Mapping
@@ -20,8 +19,9 @@ from typing import Any
 
 import pandas as pd
 
+from analysis import cli
 from analysis.aggregate import SCORES, aggregate, label_settings, param_columns
-from analysis.store import ANALYSIS_TAG, Target, add_common_args, log_outputs, resolve
+from analysis.store import ANALYSIS_TAG, AnalysisError, Target, log_outputs
 
 FIXED = (
     "experiment", "run_id", "trial_id", "run_name", "status", "arm", "family", "seed",
@@ -146,7 +146,7 @@ def load_runs(target: Target, from_tune: bool = False) -> pd.DataFrame:
         for name in target.experiments:
             folder = target.storage / name
             if not folder.is_dir():
-                raise SystemExit(f"error: no Tune experiment folder {folder} (pass --storage)")
+                raise AnalysisError(f"no Tune experiment folder {folder} (pass --storage)")
             records += tune_records(folder, name)
     else:
         from analysis.store import client, experiment_ids
@@ -185,16 +185,11 @@ def write(runs: pd.DataFrame, out: Path) -> list[Path]:
     return paths
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m analysis.collect",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_common_args(p, storage=True)
+    p = cli.parser("python -m analysis.collect", __doc__, storage=True)
     p.add_argument("--from-tune", action="store_true", help="read <storage>/<NAME>, not MLflow")
-    args = p.parse_args(argv)
-    target = resolve(args)
+    args, target = cli.parse(p, argv)
     runs = load_runs(target, args.from_tune)
     paths = write(runs, target.out)
     counts = runs.groupby(["experiment", "arm", "status"], dropna=False).size()

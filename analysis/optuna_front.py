@@ -10,14 +10,15 @@ run) and optuna_pareto.png; logs them under `optuna/` of the analysis run.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from analysis.pareto import DPI
+from analysis import cli
+from analysis.figures import DPI, pyplot, save
+from analysis.store import AnalysisError
 
 PLOT_INCHES = (8.0, 6.0)
 
@@ -28,7 +29,7 @@ def load_study(storage: Path, name: str) -> Any:
 
     db = storage / name / "optuna.db"
     if not db.is_file():
-        raise SystemExit(f"error: no Optuna study at {db} (an Optuna sweep? pass --storage)")
+        raise AnalysisError(f"no Optuna study at {db} (an Optuna sweep? pass --storage)")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
 
@@ -75,11 +76,10 @@ def match_runs(table: pd.DataFrame, runs: pd.DataFrame, targets: list[str]) -> p
 
 def plot(study: Any, targets: list[str]) -> Any:
     """Optuna's matplotlib Pareto front (history for one objective) at PLOT_INCHES."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import warnings
 
+    pyplot()  # the Agg backend, before Optuna's module imports pyplot
+    import matplotlib
     from optuna.visualization import matplotlib as ovm
 
     # Optuna's plots switch the global style to ggplot: keep that inside this figure.
@@ -96,23 +96,17 @@ def plot(study: Any, targets: list[str]) -> Any:
     return fig
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     from analysis.collect import load_runs
-    from analysis.store import add_common_args, log_outputs, resolve
 
-    p = argparse.ArgumentParser(
-        prog="python -m analysis.optuna_front",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_common_args(p, storage=True)
+    p = cli.parser("python -m analysis.optuna_front", __doc__, storage=True)
     p.add_argument("--target", action="append", help="objective names, in the study's order")
-    args = p.parse_args(argv)
-    target = resolve(args, smoke_kind="optuna")
+    args, target = cli.parse(p, argv, smoke_kind="optuna")
     study = load_study(target.storage, target.experiments[0])
     try:
         runs = load_runs(target)
-    except SystemExit as err:  # the study alone still has its front
+    except AnalysisError as err:  # the study alone still has its front
         print(f"no MLflow runs to match: {err}")
         runs = None
     targets = target_names(study, args.target)
@@ -122,13 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     out = target.out
     files = [out / "optuna_trials.csv", out / "optuna_pareto.png"]
     table.to_csv(files[0], index=False)
-    plot(study, targets).savefig(files[1], dpi=DPI)
+    save(plot(study, targets), files[1:])
     front = table[table["pareto"]] if len(table) else table
     print(f"{len(table)} complete trials, {len(front)} on the front ({', '.join(targets)}):")
     print(front.to_string(index=False))
-    print("wrote " + ", ".join(str(p) for p in files))
     tags = {"raywae.analysis.optuna.front": ",".join(str(n) for n in front.get("number", []))}
-    log_outputs(target, files, "optuna", tags)
+    cli.wrote(target, files, "optuna", tags)
     return 0
 
 

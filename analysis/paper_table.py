@@ -11,17 +11,16 @@ Writes paper_table.md, paper_table.csv, paper_table.png; logs them under `table/
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from analysis.aggregate import SCORES, aggregate, budget
-from analysis.pareto import DPI
+from analysis import cli
+from analysis.aggregate import SCORES, THRESHOLD, aggregate, budget
+from analysis.figures import blank, pixels, save
 
-THRESHOLD = 0.98
 GROUPS = {"beta_vae": "β-VAE", "wae_mmd": "WAE"}
 PAPER = {  # PROTOCOL §1 (Rubenstein et al. 2018; Higgins et al. 2017 for the 4-factor β-VAE)
     ("best_5", "β-VAE"): "85.4 % (test recon 156.1 ± 5.7)",
@@ -105,15 +104,10 @@ def markdown(table: pd.DataFrame, caption: str) -> str:
     return "\n".join([*lines, "", caption, ""])
 
 
-def render(table: pd.DataFrame, caption: str) -> object:
+def render(table: pd.DataFrame, caption: str) -> Any:
     """The table as a matplotlib Figure of table_pixels(len(table))."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    width, height = (v / DPI for v in table_pixels(len(table)))
-    fig = plt.figure(figsize=(width, height), dpi=DPI)
+    fig = blank(table_pixels(len(table)))
+    width, height = fig.get_size_inches()
     ax = fig.add_axes((0.01, 0.9 / height, 0.98, (len(table) + 1) * ROW_INCHES / height))
     ax.axis("off")
     cells = table[["what", "group", "ours", "setting", "paper"]].astype(str).to_numpy()
@@ -131,24 +125,18 @@ def render(table: pd.DataFrame, caption: str) -> object:
 
 def table_pixels(n_rows: int) -> tuple[int, int]:
     """(width, height) in pixels of the rendered table with n_rows body rows."""
-    return round(TABLE_INCHES * DPI), round((1.5 + (n_rows + 1) * ROW_INCHES) * DPI)
+    return pixels(TABLE_INCHES, 1.5 + (n_rows + 1) * ROW_INCHES)
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     from analysis.collect import runs_for
-    from analysis.store import add_common_args, log_outputs, resolve
+    from analysis.store import log_outputs
 
-    p = argparse.ArgumentParser(
-        prog="python -m analysis.paper_table",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_common_args(p)
-    p.add_argument("--table", type=Path, help="runs.csv / runs.parquet from analysis.collect")
+    p = cli.parser("python -m analysis.paper_table", __doc__, table=True)
     p.add_argument("--threshold", type=float, default=THRESHOLD, help="4-factor bar (0.98)")
     p.add_argument("--keep", type=float, default=0.5, help="fraction of pairs kept (0.5)")
-    args = p.parse_args(argv)
-    target = resolve(args)
+    args, target = cli.parse(p, argv)
     runs = runs_for(target, args.table)
     table = headline(runs, args.threshold, args.keep)
     caption = f"ours ({', '.join(target.experiments)}): {budget(runs)}"
@@ -156,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     files = [out / "paper_table.md", out / "paper_table.csv", out / "paper_table.png"]
     files[0].write_text(markdown(table, f"{caption}\n\n{PAPER_BUDGET}"))
     table.to_csv(files[1], index=False)
-    render(table, caption).savefig(files[2], dpi=DPI)
+    save(render(table, caption), files[2:])
     print(files[0].read_text())
     metrics = {
         f"table/{r.objective}/{r.key}/{k}": float(getattr(r, k))

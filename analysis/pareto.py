@@ -12,19 +12,17 @@ Writes figure1.png, figure1.svg, figure1_points.csv (every setting) and figure1_
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from analysis import cli
 from analysis.aggregate import RECON, SCORES, aggregate, budget
+from analysis.figures import DPI, MARKERS, family_key, pyplot, save
 
-FIG1_INCHES, DPI = (13.0, 5.5), 100  # fixed, so the PNG is always 1300 x 550 pixels
-FAMILY_ORDER = ("beta_vae", "wae_gaussian", "wae_box", "wae_gan", "wwae")
-MARKERS = "osD^vP*Xh<>p8"
+FIG1_INCHES = (13.0, 5.5)  # at figures.DPI the PNG is always 1300 x 550 pixels
 BLOCK = 256  # points compared at once: memory BLOCK·n·k bools
 
 
@@ -83,24 +81,18 @@ def figure1(
 ) -> object:
     """panels: (title, aggregate table) each; front_table: fronts() rows with `panel`.
     Returns a matplotlib Figure of FIG1_INCHES."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import seaborn as sns
 
     fig, axes = plt.subplots(1, len(panels), figsize=FIG1_INCHES, dpi=DPI, squeeze=False)
     fig.subplots_adjust(left=0.06, right=0.80, top=0.86, bottom=0.11, wspace=0.22)
-    families = sorted(
-        {f for _, t in panels for f in t["family"]},
-        key=lambda f: (FAMILY_ORDER.index(f) if f in FAMILY_ORDER else 99, f),
-    )
+    families = sorted({f for _, t in panels for f in t["family"]}, key=family_key)
     colours = dict(zip(families, sns.color_palette("colorblind", max(len(families), 3))))
     handles: dict[str, object] = {}
     for ax, (title, table) in zip(axes[0], panels):
         s = _scale(table["score_key"].iloc[0]) if len(table) else 1.0
         shown = table[table["n_kept"] > 0]
-        for family in families:  # the legend lists families in FAMILY_ORDER
+        for family in families:  # the legend lists families in figures.FAMILY_ORDER
             rows = shown[shown["family"] == family]
             for i, (_, r) in enumerate(rows.iterrows()):
                 style = {"marker": MARKERS[i % len(MARKERS)], "color": colours[family]}
@@ -142,25 +134,18 @@ def figure1(
     return fig
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     from analysis.collect import runs_for
-    from analysis.store import add_common_args, log_outputs, resolve
 
-    p = argparse.ArgumentParser(
-        prog="python -m analysis.pareto",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_common_args(p)
-    p.add_argument("--table", type=Path, help="runs.csv / runs.parquet from analysis.collect")
+    p = cli.parser("python -m analysis.pareto", __doc__, table=True)
     p.add_argument("--x", default=RECON, help=f"x key (default {RECON})")
     p.add_argument("--x-mode", choices=("min", "max"), default="min")
     p.add_argument("--y", action="append", help="y key per panel (default: both Higgins)")
     p.add_argument("--y-mode", choices=("min", "max"), default="max")
     p.add_argument("--by", default="family", help="front per value of this column")
     p.add_argument("--keep", type=float, default=0.5, help="fraction of pairs kept (0.5)")
-    args = p.parse_args(argv)
-    target = resolve(args)
+    args, target = cli.parse(p, argv)
     runs = runs_for(target, args.table)
     maximize = (args.x_mode == "max", args.y_mode == "max")
     panels, all_fronts = [], []
@@ -175,16 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     fig = figure1(panels, front_table, f"{args.x} (mean of kept pairs)", budget(runs))
     out = target.out
     paths = [out / "figure1.png", out / "figure1.svg"]
-    for path in paths:
-        fig.savefig(path, dpi=DPI)
+    save(fig, paths)
     points = pd.concat([t for _, t in panels], ignore_index=True)
     points.to_csv(out / "figure1_points.csv", index=False)
     front_table.to_csv(out / "figure1_fronts.csv", index=False)
     paths += [out / "figure1_points.csv", out / "figure1_fronts.csv"]
     cols = ["panel", "front", "setting", "recon_mean", "recon_std", "score_mean", "score_std"]
     print(front_table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    print("wrote " + ", ".join(str(p) for p in paths))
-    log_outputs(target, paths, "figure1", {"raywae.analysis.figure1.budget": budget(runs)})
+    cli.wrote(target, paths, "figure1", {"raywae.analysis.figure1.budget": budget(runs)})
     return 0
 
 

@@ -12,7 +12,6 @@ Writes figure2.png, figure2.svg and figure2_models.csv; logs them under `figure2
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -21,10 +20,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.aggregate import RECON, SCORES, budget
-from analysis.pareto import DPI, FAMILY_ORDER
+from analysis import cli
+from analysis.aggregate import RECON, SCORES, THRESHOLD, budget
+from analysis.figures import blank, family_key, pixels, save
+from analysis.store import AnalysisError
 
-THRESHOLD = 0.98
 CELL, LABEL, TOP, BOTTOM = 0.8, 3.4, 0.7, 0.2  # inches: pixel size = rows·80 + 90 high
 ARTIFACT_IMAGES = 8  # raywae.trainable draws np.sort(test[:8]) in reconstructions.png
 
@@ -42,11 +42,7 @@ def choose(
     done = runs[runs["status"] == "FINISHED"] if "status" in runs else runs
     done = done[np.isfinite(done[recon].astype(float))]
     rows = []
-    families = sorted(
-        done["family"].unique(),
-        key=lambda f: (FAMILY_ORDER.index(f) if f in FAMILY_ORDER else 99, f),
-    )
-    for family in families:
+    for family in sorted(done["family"].unique(), key=family_key):
         models = done[done["family"] == family]
         scored4 = models[np.isfinite(models[four].astype(float))]
         passing = scored4[scored4[four] > threshold]
@@ -70,7 +66,7 @@ def choose(
 
 def figure2_pixels(n_rows: int, n_images: int) -> tuple[int, int]:
     """(width, height) in pixels of a Figure 2 with n_rows rows (real row included)."""
-    return round((LABEL + n_images * CELL) * DPI), round((TOP + BOTTOM + n_rows * CELL) * DPI)
+    return pixels(LABEL + n_images * CELL, TOP + BOTTOM + n_rows * CELL)
 
 
 # --- models and images ----------------------------------------------------------------------
@@ -147,14 +143,9 @@ def from_artifact(mlflow_client: Any, run_id: str) -> np.ndarray:
 
 def figure2(rows: list[tuple[str, np.ndarray]], title: str, subtitle: str) -> Any:
     """rows: (label, (k, 64, 64) images in [0, 1]) -> a Figure of figure2_pixels()."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     k = max(len(images) for _, images in rows)
-    width, height = (v / DPI for v in figure2_pixels(len(rows), k))
-    fig = plt.figure(figsize=(width, height), dpi=DPI)
+    fig = blank(figure2_pixels(len(rows), k))
+    width, height = fig.get_size_inches()
     for i, (label, images) in enumerate(rows):
         y = BOTTOM + (len(rows) - 1 - i) * CELL
         fig.text(0.1 / width, (y + CELL / 2) / height, label, va="center", fontsize=7)
@@ -175,29 +166,23 @@ def _label(row: pd.Series, recon: str, four: str, five: str) -> str:
     return f"{row['setting']} (seed {row['seed']})\n{row['criterion']}\n{figures}"
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
     from analysis.collect import runs_for
-    from analysis.store import add_common_args, client, log_outputs, resolve
+    from analysis.store import client
 
-    p = argparse.ArgumentParser(
-        prog="python -m analysis.reconstructions",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_common_args(p, storage=True)
-    p.add_argument("--table", type=Path, help="runs.csv / runs.parquet from analysis.collect")
+    p = cli.parser("python -m analysis.reconstructions", __doc__, storage=True, table=True)
     p.add_argument("--threshold", type=float, default=THRESHOLD, help="4-factor bar (0.98)")
     p.add_argument("--images", type=int, default=ARTIFACT_IMAGES, help="test images (8)")
-    args = p.parse_args(argv)
-    target = resolve(args)
+    args, target = cli.parse(p, argv)
     runs = runs_for(target, args.table)
     chosen = choose(runs, args.threshold)
     if chosen.empty:
-        raise SystemExit("error: no finished run with test/recon and Higgins scores")
+        raise AnalysisError("no finished run with test/recon and Higgins scores")
     paths = [checkpoint(target.storage, r.experiment, r.trial_id) for r in chosen.itertuples()]
     if not all(paths) and args.images != ARTIFACT_IMAGES:
         missing = [str(r.trial_id) for r, p in zip(chosen.itertuples(), paths) if not p]
-        raise SystemExit(f"error: no checkpoint of {missing} under {target.storage}")
+        raise AnalysisError(f"no checkpoint of {missing} under {target.storage}")
     first = runs[runs["run_id"] == chosen.iloc[0]["run_id"]].iloc[0]
     images, ds = real_images(data_config(first), args.images)
     notes = []
@@ -221,14 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     fig = figure2(rows, title, "\n".join([budget(runs), " · ".join(notes)]).strip())
     out = target.out
     files = [out / "figure2.png", out / "figure2.svg", out / "figure2_models.csv"]
-    for path in files[:2]:
-        fig.savefig(path, dpi=DPI)
+    save(fig, files[:2])
     chosen.to_csv(files[2], index=False)
     cols = ["family", "criterion", "setting", "seed", RECON, *SCORES]
     print(chosen[cols].to_string(index=False))
-    print("wrote " + ", ".join(str(p) for p in files))
     tags = {"raywae.analysis.figure2.fallback": ",".join(fallback) or "none"}
-    log_outputs(target, files, "figure2", tags)
+    cli.wrote(target, files, "figure2", tags)
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import yaml
 
 NAMES = {"grid": "analysis_smoke", "optuna": "analysis_smoke_optuna"}
+SMOKE_DIR = Path(tempfile.gettempdir()) / "raywae-analysis-smoke"  # where --smoke runs them
 # Seconds, not science: a narrow network, 30 steps, the fast metric preset but its 3 runs
 # (the paper's aggregation needs the per-run scores).
 BASE: dict[str, Any] = {
@@ -115,8 +117,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("folder", nargs="?", type=Path, default=None, help="where (default: temp)")
     p.add_argument("--kind", choices=sorted(NAMES), default="grid")
     args = p.parse_args(argv)
-    from analysis.store import SMOKE_DIR
-
     smoke = ensure(args.folder or SMOKE_DIR, args.kind)
     print(f"smoke sweep {smoke.name!r}: MLflow {smoke.tracking_uri}, Tune {smoke.storage}")
     return 0

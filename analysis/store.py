@@ -8,14 +8,19 @@ logger (see ARCHITECTURE.md), and analysis scripts may run beside a live sweep.
 from __future__ import annotations
 
 import argparse
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from analysis.smoke import SMOKE_DIR, ensure
+
 ANALYSIS_TAG = "raywae.analysis"  # marks the analysis run; collect skips it
 ANALYSIS_RUN_NAME = "analysis"
-SMOKE_DIR = Path(tempfile.gettempdir()) / "raywae-analysis-smoke"
+
+
+class AnalysisError(RuntimeError):
+    """Something the user can fix (a missing store, experiment, study or checkpoint): every
+    CLI prints it as `error: <message>` and exits with status 2 (analysis.cli.command)."""
 
 
 def default_tracking_uri() -> str:
@@ -71,8 +76,6 @@ def resolve(args: argparse.Namespace, smoke_kind: str = "grid") -> Target:
     """The CLI's Target; --smoke runs (or reuses) the smoke sweep of `smoke_kind` first."""
     storage = Path(getattr(args, "storage", None) or "runs")
     if args.smoke:
-        from analysis.smoke import ensure
-
         smoke = ensure(args.smoke_dir, smoke_kind)
         uri, names, storage = smoke.tracking_uri, (smoke.name,), smoke.storage
         out = args.out or args.smoke_dir / "analysis" / smoke.name
@@ -91,7 +94,7 @@ def client(tracking_uri: str) -> Any:
     if tracking_uri.startswith("sqlite:///"):
         db = Path(tracking_uri.removeprefix("sqlite:///"))
         if not db.is_file():
-            raise SystemExit(f"error: no MLflow store at {db} (pass --tracking-uri)")
+            raise AnalysisError(f"no MLflow store at {db} (pass --tracking-uri)")
     return MlflowClient(tracking_uri)
 
 
@@ -102,7 +105,7 @@ def experiment_ids(mlflow_client: Any, names: tuple[str, ...]) -> dict[str, str]
         found = mlflow_client.get_experiment_by_name(name)
         if found is None:
             known = sorted(e.name for e in mlflow_client.search_experiments())
-            raise SystemExit(f"error: no experiment {name!r} in the store; it has {known}")
+            raise AnalysisError(f"no experiment {name!r} in the store; it has {known}")
         out[name] = found.experiment_id
     return out
 
@@ -113,7 +116,7 @@ def default_experiment(mlflow_client: Any) -> str:
     names = sorted(e.name for e in mlflow_client.search_experiments() if e.name != "Default")
     if len(names) == 1 or "paper" in names:
         return names[0] if len(names) == 1 else "paper"
-    raise SystemExit(f"error: name the sweep with --experiment NAME; the store has {names}")
+    raise AnalysisError(f"name the sweep with --experiment NAME; the store has {names}")
 
 
 def analysis_run(mlflow_client: Any, experiment_id: str) -> str:

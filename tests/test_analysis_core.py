@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ import pytest
 
 # analysis/ holds scripts run from the repository root (`python -m analysis.X`), outside the
 # installed package: make the root importable here as it is for those commands.
+from analysis import collect  # noqa: E402
 from analysis.aggregate import (  # noqa: E402
     aggregate,
     budget,
@@ -20,11 +22,12 @@ from analysis.aggregate import (  # noqa: E402
     label_settings,
     paper_pairs,
 )
+from analysis.cli import command  # noqa: E402
 from analysis.collect import tidy  # noqa: E402
 from analysis.paper_table import headline  # noqa: E402
 from analysis.pareto import BLOCK, fronts, pareto_mask  # noqa: E402
 from analysis.reconstructions import choose  # noqa: E402
-from analysis.store import default_experiment  # noqa: E402
+from analysis.store import AnalysisError, Target, default_experiment  # noqa: E402
 
 NAN = math.nan
 
@@ -263,5 +266,33 @@ def test_default_experiment() -> None:
 
     assert default_experiment(Store("quickstart")) == "quickstart"
     assert default_experiment(Store("beta_vae", "paper")) == "paper"
-    with pytest.raises(SystemExit, match=r"--experiment NAME.*\['beta_vae', 'wae_l1'\]"):
+    with pytest.raises(AnalysisError, match=r"--experiment NAME.*\['beta_vae', 'wae_l1'\]"):
         default_experiment(Store("beta_vae", "wae_l1"))
+
+
+# --- errors: the library raises, the CLI says `error: ...` and exits with 2 --------------------
+def test_a_library_error_is_one_line_and_exit_status_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # A sweep name with no Tune folder: collect.load_runs raises, collect.main reports it.
+    runs = tmp_path / "runs"
+    argv = ["-e", "nope", "--from-tune", "--storage", str(runs), "--out", str(tmp_path), "--no-log"]
+    assert collect.main(argv) == 2
+    out = capsys.readouterr()
+    assert out.err == f"error: no Tune experiment folder {runs / 'nope'} (pass --storage)\n"
+    assert out.out == ""
+    with pytest.raises(AnalysisError, match="no Tune experiment folder"):
+        collect.load_runs(Target("unused", ("nope",), tmp_path, runs, False), from_tune=True)
+
+
+def test_command_passes_other_exits_and_errors_through() -> None:
+    @command
+    def main(argv: list[str] | None = None) -> int:
+        if argv == ["fail"]:
+            raise ValueError("a bug, not a user error")
+        return 0 if argv is None else len(argv)
+
+    assert main() == 0 and main(["a", "b", "c"]) == 3
+    assert main.__name__ == "main"
+    with pytest.raises(ValueError, match="a bug"):  # a traceback, as it should be
+        main(["fail"])

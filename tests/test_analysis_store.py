@@ -22,7 +22,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 from analysis import collect, optuna_front, paper_table, pareto, reconstructions  # noqa: E402
 from analysis.smoke import NAMES, ensure  # noqa: E402
-from analysis.store import ANALYSIS_TAG  # noqa: E402
+from analysis.store import ANALYSIS_TAG, AnalysisError, Target  # noqa: E402
 
 NAME = NAMES["grid"]
 CLIS = ("collect", "pareto", "reconstructions", "paper_table", "optuna_front", "smoke")
@@ -160,9 +160,27 @@ def test_smoke_flag_reuses_the_finished_sweep(smoke: Path) -> None:
     assert time.perf_counter() - start < 60, "the smoke sweep ran again"
 
 
-def test_unknown_experiment_is_a_clear_error(smoke: Path, tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="no experiment 'nope'.*analysis_smoke"):
-        pareto.main(["-e", "nope", *args(smoke, tmp_path)[2:]])
+def test_unknown_experiment_is_a_clear_error(
+    smoke: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    uri = f"sqlite:///{smoke / 'mlruns' / 'mlflow.db'}"
+    with pytest.raises(AnalysisError, match="no experiment 'nope'.*analysis_smoke"):
+        collect.load_runs(Target(uri, ("nope",), tmp_path, tmp_path, log=False))
+    argv = ["-e", "nope", *args(smoke, tmp_path)[2:]]
+    assert pareto.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no experiment 'nope' in the store; it has [")
+    assert "'analysis_smoke'" in err and "Traceback" not in err
+    # The same through `python -m`: the exit status the shell sees, nothing on stdout.
+    out = subprocess.run(
+        [sys.executable, "-m", "analysis.paper_table", *argv, "--no-log"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (out.returncode, out.stdout) == (2, ""), out.stderr
+    assert out.stderr.startswith("error: no experiment 'nope'"), out.stderr
 
 
 def test_cli_help(capsys: pytest.CaptureFixture) -> None:

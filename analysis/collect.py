@@ -108,14 +108,13 @@ def tune_records(folder: Path, name: str) -> list[dict[str, Any]]:
 
     out = []
     for trial in sorted(p.parent for p in folder.glob("*/params.json")):
-        config = json.loads((trial / "params.json").read_text())
-        config = dict(config.get("trial", config))
+        config = json.loads((trial / "params.json").read_text())  # the flat trial dict
         results = [json.loads(x) for x in (trial / "result.json").read_text().splitlines() if x]
         final = results[-1] if results else {}
         params = {k: str(v) for k, v in config.items()}
         checkpoints = sorted(trial.glob("checkpoint_*/state.pt"))
         if checkpoints:
-            sd = torch.load(checkpoints[-1], map_location="cpu", weights_only=False)
+            sd = torch.load(checkpoints[-1], map_location="cpu", weights_only=True)
             params = {k: str(v) for k, v in flatten(from_dict(sd["config"])).items()} | {
                 "arm": str(config["arm"])
             }

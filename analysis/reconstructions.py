@@ -5,8 +5,9 @@ the best 5-factor model (each the mean of its metric runs).
 
     python -m analysis.reconstructions -e NAME [--storage runs] [--threshold 0.98]
 
-Weights come from the newest Tune checkpoint `<storage>/<NAME>/<trial id>/checkpoint_*`; a
-trial without one falls back to its `reconstructions.png` artifact (same 8 test images).
+Weights come from each run's MLflow `model.pt` (raywae.experiment.load_run), else the newest
+Tune checkpoint `<storage>/<NAME>/<trial id>/checkpoint_*`, else the run's
+`reconstructions.png` artifact (same 8 test images); the data from the run's `config.json`.
 Writes figure2.png, figure2.svg and figure2_models.csv; logs them under `figure2/`.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ from analysis.figures import blank, family_key, pixels, save
 from analysis.store import AnalysisError
 
 CELL, LABEL, TOP, BOTTOM = 0.8, 3.4, 0.7, 0.2  # inches: pixel size = rows·80 + 90 high
-ARTIFACT_IMAGES = 8  # raywae.trainable draws np.sort(test[:8]) in reconstructions.png
+ARTIFACT_IMAGES = 8  # raywae.experiment.SHOWN_IMAGES: the test images of reconstructions.png
 
 
 def choose(
@@ -76,55 +78,55 @@ def checkpoint(storage: Path, experiment: str, trial_id: str) -> Path | None:
     return found[-1] if found else None
 
 
-def load_model(path: Path) -> tuple[Any, Any]:
-    """state.pt (Trainer.state_dict) -> (model on the CPU in eval mode, its Config)."""
+def load_model(path: Path) -> Any:
+    """state.pt (Trainer.state_dict) -> the model on the CPU in eval mode."""
     import torch
 
     from raywae.config import from_dict
     from raywae.models import build_model
 
-    sd = torch.load(path, map_location="cpu", weights_only=False)
-    cfg = from_dict(sd["config"])
-    model = build_model(cfg.model)
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    model = build_model(from_dict(sd["config"]).model)
     model.load_state_dict(sd["model"])
-    return model.eval(), cfg
+    return model.eval()
 
 
-def data_config(row: pd.Series) -> Any:
-    """The DataConfig of a tidy-table row (`data.source`, `data.path`, `data.subgrid` as
-    MLflow stores it: "posX=8,posY=8")."""
-    from raywae.config import DataConfig
+def trained_model(target: Any, row: Mapping[str, Any]) -> tuple[Any | None, str]:
+    """A chosen run's model and where its weights came from: the run's MLflow `model.pt`
+    (raywae.experiment.load_run), else its newest Tune checkpoint, else (None, the
+    reconstructions.png artifact: a run logged with tracking.log_model false)."""
+    from raywae.experiment import load_run
 
-    subgrid = row.get("data.subgrid")
-    pairs = [kv.split("=") for kv in str(subgrid).split(",") if "=" in kv]
-    path = row.get("data.path")
-    return DataConfig(
-        source=str(row.get("data.source", "auto")),
-        path=None if pd.isna(path) or path == "None" else str(path),
-        subgrid={k: int(v) for k, v in pairs},
-    )
-
-
-def real_images(data: Any, k: int) -> tuple[np.ndarray, Any]:
-    """data: a DataConfig -> the k test images np.sort(test[:k]) ((k, 64, 64) {0,1}) and the
-    dataset; for k = 8 they are the images of every trial's reconstructions.png."""
-    from raywae.data import FactorGrid, load_dsprites
-
-    grid = FactorGrid.dsprites()
-    grid = grid.subgrid(data.subgrid) if data.subgrid else grid
-    ds = load_dsprites(data.source, data.path, grid)
-    _, test = ds.split(seed=0)
-    return ds.images(np.sort(test[:k])), ds
+    try:
+        return load_run(row["run_id"], target.tracking_uri)[0], "MLflow model.pt"
+    except FileNotFoundError:
+        pass
+    path = checkpoint(target.storage, row["experiment"], row["trial_id"])
+    return (load_model(path), str(path)) if path else (None, "artifact reconstructions.png")
 
 
-def reconstruct(model: Any, images: np.ndarray) -> np.ndarray:
-    """images: (k, 64, 64) {0,1} -> (k, 64, 64) float in [0, 1]: sigmoid(decode(μ(x)))."""
-    import torch
+def run_config(mlflow_client: Any, run_id: str) -> Any:
+    """The Config a run was trained with, from its `config.json` artifact."""
+    import json
 
-    with torch.no_grad():
-        x = torch.as_tensor(images.reshape(len(images), -1), dtype=torch.float32)
-        mu, _ = model.encode(x)
-        return torch.sigmoid(model.decode(mu)).reshape(images.shape).numpy()
+    from raywae.config import from_dict
+    from raywae.experiment import CONFIG_FILE
+
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = mlflow_client.download_artifacts(run_id, CONFIG_FILE, folder)
+        except Exception as err:  # MLflow raises several types for a missing artifact
+            raise AnalysisError(f"run {run_id} has no {CONFIG_FILE} artifact: {err}") from None
+        return from_dict(json.loads(Path(path).read_text()), f"run {run_id}/{CONFIG_FILE}")
+
+
+def real_images(cfg: Any, k: int) -> tuple[np.ndarray, Any]:
+    """The first k test images of a run's data ((k, 64, 64) {0,1}, raywae.experiment's
+    shown_images: for k = 8 those of every run's reconstructions.png) and the dataset."""
+    from raywae.experiment import open_dataset, shown_images
+
+    ds = open_dataset(cfg.data)
+    return shown_images(ds, k), ds
 
 
 def from_artifact(mlflow_client: Any, run_id: str) -> np.ndarray:
@@ -170,6 +172,7 @@ def _label(row: pd.Series, recon: str, four: str, five: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     from analysis.collect import runs_for
     from analysis.store import client
+    from raywae.images import reconstruct
 
     p = cli.parser("python -m analysis.reconstructions", __doc__, storage=True, table=True)
     p.add_argument("--threshold", type=float, default=THRESHOLD, help="4-factor bar (0.98)")
@@ -179,23 +182,24 @@ def main(argv: list[str] | None = None) -> int:
     chosen = choose(runs, args.threshold)
     if chosen.empty:
         raise AnalysisError("no finished run with test/recon and Higgins scores")
-    paths = [checkpoint(target.storage, r.experiment, r.trial_id) for r in chosen.itertuples()]
-    if not all(paths) and args.images != ARTIFACT_IMAGES:
-        missing = [str(r.trial_id) for r, p in zip(chosen.itertuples(), paths) if not p]
-        raise AnalysisError(f"no checkpoint of {missing} under {target.storage}")
-    first = runs[runs["run_id"] == chosen.iloc[0]["run_id"]].iloc[0]
-    images, ds = real_images(data_config(first), args.images)
+    models = [trained_model(target, r) for r in chosen.to_dict("records")]
+    if args.images != ARTIFACT_IMAGES and any(m is None for m, _ in models):
+        missing = [str(r.trial_id) for r, (m, _) in zip(chosen.itertuples(), models) if m is None]
+        raise AnalysisError(f"no weights of {missing} (model.pt or under {target.storage})")
+    first = chosen.iloc[0]
+    images, ds = real_images(run_config(client(target.tracking_uri), first["run_id"]), args.images)
     notes = []
-    if ds.fingerprint != first.get("data_fingerprint", ds.fingerprint):
+    seen = runs[runs["run_id"] == first["run_id"]].iloc[0].get("data_fingerprint", ds.fingerprint)
+    if ds.fingerprint != seen:
         notes.append(f"real row from {ds.source} data, not the data the models saw")
     rows = [(f"real test images\n({ds.source} dSprites)", images.astype(np.float32))]
-    for r, path in zip(chosen.to_dict("records"), paths):
-        if path:
-            recon = reconstruct(load_model(path)[0], images)
+    for r, (model, _) in zip(chosen.to_dict("records"), models):
+        if model is not None:
+            recon = reconstruct(model, images)
         else:
             recon = from_artifact(client(target.tracking_uri), r["run_id"])
         rows.append((_label(pd.Series(r), RECON, *SCORES), recon))
-    chosen["weights"] = [str(p) if p else "artifact reconstructions.png" for p in paths]
+    chosen["weights"] = [source for _, source in models]
     fallback = sorted(set(chosen.loc[chosen["fallback"], "family"]))
     if fallback:
         notes.append(

@@ -65,11 +65,11 @@ def open_dataset(data: DataConfig, quiet: bool = False) -> DSprites:
         return load_dsprites(data.source, data.path, grid)
 
 
-def shown_images(ds: DSprites) -> np.ndarray:
-    """The test images every run shows: the first SHOWN_IMAGES of the test split in index
-    order, (8, 64, 64) uint8 in {0, 1} (reconstructions.png, Figure 2)."""
+def shown_images(ds: DSprites, k: int = SHOWN_IMAGES) -> np.ndarray:
+    """The test images every run shows: the first k of the test split in index order,
+    (k, 64, 64) uint8 in {0, 1} (reconstructions.png, Figure 2)."""
     _, test = ds.split(seed=0)
-    return ds.images(np.sort(test[:SHOWN_IMAGES]))
+    return ds.images(np.sort(test[:k]))
 
 
 def save_atomic(obj: Any, path: Path) -> None:

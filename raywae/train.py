@@ -200,7 +200,7 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         starts = range(0, n, bs)
-        bar = bar_for(len(starts) > 20 if progress is None else progress)
+        bar = bar_for(len(starts) > 20 if progress is None else progress, starts)
         for start in bar(starts, desc="test recon", unit="batch"):
             x = unpack_bits(self.table[index[start : start + bs]])
             mu, s = self.model.encode(x)

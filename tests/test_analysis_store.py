@@ -128,18 +128,38 @@ def test_figure2(smoke: Path, tmp_path: Path) -> None:
     assert reconstructions.main(args(smoke, tmp_path, "--storage", str(smoke / "runs"))) == 0
     models = collect.read_table(tmp_path / "figure2_models.csv")
     assert list(models["family"]) == ["beta_vae", "beta_vae", "wae_gaussian", "wae_gaussian"]
-    assert models["weights"].str.endswith("state.pt").all()  # from the Tune checkpoints
+    assert (models["weights"] == "MLflow model.pt").all()  # logged with each finished run
     assert_image(tmp_path / "figure2.png", reconstructions.figure2_pixels(1 + len(models), 8))
     assert {"figure2/figure2.png", "figure2/figure2_models.csv"} <= analysis_artifacts(
         smoke, "figure2"
     )
-    # Without checkpoints the rows come from each run's reconstructions.png artifact.
-    out = tmp_path / "artifacts"
-    assert reconstructions.main(args(smoke, out, "--storage", str(tmp_path), "--no-log")) == 0
-    assert (
-        collect.read_table(out / "figure2_models.csv")["weights"].str.startswith("artifact").all()
-    )
-    assert_image(out / "figure2.png", reconstructions.figure2_pixels(1 + len(models), 8))
+
+
+def test_figure2_weights_without_a_logged_model(smoke: Path, tmp_path: Path) -> None:
+    """A run without model.pt (tracking.log_model false) falls back to its Tune checkpoint,
+    then to its reconstructions.png artifact, whose row equals the model's reconstructions."""
+    from raywae.experiment import load_run, open_dataset, shown_images
+    from raywae.images import reconstruct
+
+    client = store(smoke)
+    eid = client.get_experiment_by_name(NAME).experiment_id
+    finished = "attributes.status = 'FINISHED' and tags.`raywae.arm` = 'beta_vae'"
+    run = client.search_runs([eid], finished, max_results=1)[0]
+    bare_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a run that logged no weights
+    bare = MlflowClient(bare_uri)
+    bare_id = bare.create_run(bare.create_experiment("bare")).info.run_id
+    row = {"run_id": bare_id, "experiment": NAME, "trial_id": run.data.tags["raywae.trial_id"]}
+    target = Target(bare_uri, (NAME,), tmp_path, smoke / "runs", False)
+    model, source = reconstructions.trained_model(target, row)
+    assert model is not None and source.endswith("state.pt")
+    target = Target(bare_uri, (NAME,), tmp_path, tmp_path, False)  # no checkpoints there
+    assert reconstructions.trained_model(target, row) == (None, "artifact reconstructions.png")
+
+    logged, cfg = load_run(run.info.run_id, client.tracking_uri)
+    expected = reconstruct(logged, shown_images(open_dataset(cfg.data)))
+    row_pixels = reconstructions.from_artifact(client, run.info.run_id)
+    assert row_pixels.shape == expected.shape == (8, 64, 64)
+    assert np.abs(row_pixels - expected).max() <= 1 / 255 + 1e-6  # 8-bit PNG quantisation
 
 
 def test_paper_table(smoke: Path, tmp_path: Path) -> None:

@@ -116,6 +116,14 @@ BAD = [
     ),
     ("unknown top key", {"trails": 3}, "trails", "unknown key"),
     ("negative concurrency", {"concurrency": -1}, "concurrency", "must be >= 0"),
+    (
+        "bad middle choice",  # every choice value is checked, not only the first and last
+        {"search": {"algorithm": "optuna"}, "space": {"model.latent_dim": {"choice": [4, 0, 8]}}},
+        "space.model.latent_dim",
+        "must be >= 1, got 0",
+    ),
+    ("name escapes the storage folder", {"name": "../x"}, "name", "no '/', no '..'"),
+    ("wrong type of seeds", {"seeds": [0, "one"]}, "seeds[1]", "expected int"),
 ]
 
 
@@ -133,6 +141,14 @@ def test_bad_yaml_exits_2_naming_file_key_and_line(
     assert str(path) in err and key in err and message in err, err
     assert f"{path}:" in err and err.split(f"{path}:")[1][0].isdigit(), "no line number"
     assert not ray.is_initialized()
+
+
+def test_nulls_shown_in_the_readme_are_accepted(tmp_path: Path) -> None:
+    doc = {"name": "nulls", "description": None, "tracking_uri": None, "base": TINY}
+    path = tmp_path / "nulls.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    spec = load(path)
+    assert spec.tracking_uri is None and spec.description == "" and spec.log_model
 
 
 def test_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -74,8 +74,8 @@ def encode_grid(
     out: np.ndarray | None = None
     try:
         with torch.no_grad():
-            bar = bar_for(progress)
-            for start in bar(range(0, n, batch_size), desc="encode grid", unit="batch"):
+            starts = range(0, n, batch_size)
+            for start in bar_for(progress, starts)(starts, desc="encode grid", unit="batch"):
                 index = np.arange(start, min(start + batch_size, n))
                 pixels = _flat_images(ds, index if rows is None else rows[index])
                 x = torch.from_numpy(pixels).to(device).float()

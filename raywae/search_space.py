@@ -6,6 +6,7 @@ path and the line. Imports neither Ray nor MLflow.
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import re
 from collections.abc import Mapping
@@ -277,6 +278,15 @@ def _spec(doc: SweepDoc, source: str) -> SweepSpec:
             "(or leave it out and `set:` everything)",
         )
         settings = {**FAMILIES.get(family or "", {}), **_flat(arm_doc.set)}
+        # An arm that names no family would silently train the base settings (a β-VAE).
+        near = difflib.get_close_matches(name, FAMILIES, n=1)
+        check(
+            not doc.arms or "objective.name" in settings,
+            f"arms.{name}",
+            f"{name!r} is not a model family and the arm sets none: "
+            + (f"did you mean {near[0]!r}? " if near else "")
+            + f"name one with `family:` ({sorted(FAMILIES)}) or `set: {{objective: ...}}`",
+        )
         grid = {**shared_grid, **_grid(arm_doc.grid, f"arms.{name}.grid")}
         space = {**shared_space, **_distributions(arm_doc.space, f"arms.{name}.space")}
         arms[name] = Arm(name, settings, grid, space)

@@ -116,7 +116,21 @@ BAD = [
     ),
     ("unknown top key", {"trails": 3}, "trails", "unknown key"),
     ("negative concurrency", {"concurrency": -1}, "concurrency", "must be >= 0"),
+    (
+        "misspelt family",  # would have trained the base settings, a beta-VAE
+        {"arms": {"wae_gaussain": {"grid": {"objective.lp_lambda": [1]}}}},
+        "arms.wae_gaussain",
+        "did you mean 'wae_gaussian'?",
+    ),
 ]
+
+
+def test_duplicate_yaml_key_names_both_lines(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text("name: dup\nbase:\n  train: {steps: 10}\nseeds: 2\nseeds: 3\n")
+    assert main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:5: seeds: duplicate key (also at line 4)" in err, err
 
 
 @pytest.mark.parametrize(("case", "entries", "key", "message"), BAD, ids=[b[0] for b in BAD])

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from raywae import config as cfgmod
 from raywae.config import ConfigError, check
+from raywae.logkeys import reported
 
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
 # Model families (PROTOCOL §3-§4, §9): the settings an arm of that family starts from.
@@ -342,7 +343,8 @@ def _check_same_distributions(arms: dict[str, Arm]) -> None:
 def _check_configs(spec: SweepSpec, lines: Mapping[str, int]) -> None:
     """Build the config of every planned grid trial (or, for a search, of each arm with each
     probe value of each distribution: every choice, both ends of an interval) so that a bad
-    value fails now, naming where in the file it came from."""
+    value fails now, naming where in the file it came from; and check that each of them
+    reports the searched metrics (search.metric, also what a grid's summary ranks by)."""
     if spec.algorithm == "grid":
         probes = [t.as_config() for t in spec.trials()]
     else:
@@ -354,7 +356,7 @@ def _check_configs(spec: SweepSpec, lines: Mapping[str, int]) -> None:
                 probes += [{**low, key: v} for v in d.args[1:]]
     for trial in probes:
         try:
-            spec.config(trial)
+            keys = reported(spec.config(trial))
         except ConfigError as err:
             arm = trial["arm"]
             where = [
@@ -369,3 +371,10 @@ def _check_configs(spec: SweepSpec, lines: Mapping[str, int]) -> None:
             key = next((w for w in where if w in lines), f"arms.{arm}")
             value = {k: v for k, v in trial.items() if k not in ("arm", "seed")}
             raise ConfigError(key, f"{err.key}: {err.message} (trial values {value})") from None
+        missing = [m for m in spec.metric if m not in keys]
+        check(
+            not missing,
+            "search.metric",
+            f"arm {trial['arm']!r} never reports {missing}; its final figures are "
+            f"{sorted(k for k in keys if k.startswith(('test/', 'metric/')))}",
+        )

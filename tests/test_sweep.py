@@ -122,6 +122,13 @@ BAD = [
         "arms.wae_gaussain",
         "did you mean 'wae_gaussian'?",
     ),
+    ("metric nobody reports", {"search": {"metric": "metric/beta_vae_7"}}, "search.metric", "7"),
+    (
+        "term of another objective",
+        {"arms": {"wae_gaussian": {}}, "search": {"metric": "train/kl", "mode": "min"}},
+        "search.metric",
+        "never reports ['train/kl']",
+    ),
 ]
 
 

@@ -285,9 +285,13 @@ def _line_map(node: yaml.Node, path: str = "", out: dict[str, int] | None = None
     """Dotted key path -> 1-based line of the key in the YAML text (list items as `key[i]`)."""
     out = {} if out is None else out
     if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
         for key, value in node.value:
             sub = f"{path}.{key.value}" if path else str(key.value)
-            out[sub] = key.start_mark.line + 1
+            line = key.start_mark.line + 1
+            if sub in seen:  # yaml.safe_load would keep the last one without a word
+                raise ConfigError(sub, f"duplicate key (also at line {seen[sub]})", line=line)
+            seen[sub] = out[sub] = line
             _line_map(value, sub, out)
     elif isinstance(node, yaml.SequenceNode):
         for i, value in enumerate(node.value):
@@ -311,7 +315,10 @@ def read_yaml(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
         return {}, {}
     if not isinstance(doc, Mapping):
         raise ConfigError("", f"expected a mapping at the top, got {type(doc).__name__}", str(path))
-    return dict(doc), _line_map(node)
+    try:
+        return dict(doc), _line_map(node)
+    except ConfigError as err:
+        raise ConfigError(err.key, err.message, str(path), err.line) from None
 
 
 def load(path: str | Path) -> Config:

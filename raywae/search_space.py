@@ -6,6 +6,7 @@ path and the line. Imports neither Ray nor MLflow.
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import re
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from typing import Any, Literal
 
 from raywae import config as cfgmod
 from raywae.config import ConfigError, check
+from raywae.logkeys import reported
 
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
 # Model families (PROTOCOL §3-§4, §9): the settings an arm of that family starts from.
@@ -277,6 +279,15 @@ def _spec(doc: SweepDoc, source: str) -> SweepSpec:
             "(or leave it out and `set:` everything)",
         )
         settings = {**FAMILIES.get(family or "", {}), **_flat(arm_doc.set)}
+        # An arm that names no family would silently train the base settings (a β-VAE).
+        near = difflib.get_close_matches(name, FAMILIES, n=1)
+        check(
+            not doc.arms or "objective.name" in settings,
+            f"arms.{name}",
+            f"{name!r} is not a model family and the arm sets none: "
+            + (f"did you mean {near[0]!r}? " if near else "")
+            + f"name one with `family:` ({sorted(FAMILIES)}) or `set: {{objective: ...}}`",
+        )
         grid = {**shared_grid, **_grid(arm_doc.grid, f"arms.{name}.grid")}
         space = {**shared_space, **_distributions(arm_doc.space, f"arms.{name}.space")}
         arms[name] = Arm(name, settings, grid, space)
@@ -332,7 +343,8 @@ def _check_same_distributions(arms: dict[str, Arm]) -> None:
 def _check_configs(spec: SweepSpec, lines: Mapping[str, int]) -> None:
     """Build the config of every planned grid trial (or, for a search, of each arm with each
     probe value of each distribution: every choice, both ends of an interval) so that a bad
-    value fails now, naming where in the file it came from."""
+    value fails now, naming where in the file it came from; and check that each of them
+    reports the searched metrics (search.metric, also what a grid's summary ranks by)."""
     if spec.algorithm == "grid":
         probes = [t.as_config() for t in spec.trials()]
     else:
@@ -344,7 +356,7 @@ def _check_configs(spec: SweepSpec, lines: Mapping[str, int]) -> None:
                 probes += [{**low, key: v} for v in d.args[1:]]
     for trial in probes:
         try:
-            spec.config(trial)
+            keys = reported(spec.config(trial))
         except ConfigError as err:
             arm = trial["arm"]
             where = [
@@ -359,3 +371,10 @@ def _check_configs(spec: SweepSpec, lines: Mapping[str, int]) -> None:
             key = next((w for w in where if w in lines), f"arms.{arm}")
             value = {k: v for k, v in trial.items() if k not in ("arm", "seed")}
             raise ConfigError(key, f"{err.key}: {err.message} (trial values {value})") from None
+        missing = [m for m in spec.metric if m not in keys]
+        check(
+            not missing,
+            "search.metric",
+            f"arm {trial['arm']!r} never reports {missing}; its final figures are "
+            f"{sorted(k for k in keys if k.startswith(('test/', 'metric/')))}",
+        )

@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from raywae.config import from_dict, override
 from raywae.experiment import STATE_FILE, Experiment, load_run, main, open_dataset
+from raywae.logkeys import reported
 from raywae.metrics import encode_grid
 from raywae.models import build_model
 
@@ -191,6 +192,8 @@ def test_readme_lists_every_reported_key(swept: tuple[Path, Path, Path]) -> None
     missing = sorted(k for k in keys if not listed(k))
     assert not missing, f"README does not name {missing}"
     assert "train/logscale_lp" in keys and "test/recon_5k" in keys
+    # The scheme search.metric is checked against is exactly what the run reported.
+    assert reported(load_run(out)[1]) == keys
 
 
 def _pattern(name: str) -> str:

@@ -124,7 +124,28 @@ BAD = [
     ),
     ("name escapes the storage folder", {"name": "../x"}, "name", "no '/', no '..'"),
     ("wrong type of seeds", {"seeds": [0, "one"]}, "seeds[1]", "expected int"),
+    (
+        "misspelt family",  # would have trained the base settings, a beta-VAE
+        {"arms": {"wae_gaussain": {"grid": {"objective.lp_lambda": [1]}}}},
+        "arms.wae_gaussain",
+        "did you mean 'wae_gaussian'?",
+    ),
+    ("metric nobody reports", {"search": {"metric": "metric/beta_vae_7"}}, "search.metric", "7"),
+    (
+        "term of another objective",
+        {"arms": {"wae_gaussian": {}}, "search": {"metric": "train/kl", "mode": "min"}},
+        "search.metric",
+        "never reports ['train/kl']",
+    ),
 ]
+
+
+def test_duplicate_yaml_key_names_both_lines(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text("name: dup\nbase:\n  train: {steps: 10}\nseeds: 2\nseeds: 3\n")
+    assert main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:5: seeds: duplicate key (also at line 4)" in err, err
 
 
 @pytest.mark.parametrize(("case", "entries", "key", "message"), BAD, ids=[b[0] for b in BAD])

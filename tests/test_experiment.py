@@ -15,6 +15,7 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
+from analysis.smoke import BASE
 from raywae.config import from_dict, override
 from raywae.experiment import STATE_FILE, Experiment, load_run, main, open_dataset
 from raywae.logkeys import reported
@@ -22,15 +23,7 @@ from raywae.metrics import encode_grid
 from raywae.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {
-    "data": {
-        "source": "procedural",
-        "subgrid": {"scale": 3, "orientation": 10, "posX": 8, "posY": 8},
-    },
-    "model": {"hidden": 32, "latent_dim": 4},
-    "train": {"steps": 30, "report_every": 10, "batch_size": 16},
-    "metrics": {"preset": "disentanglement_lib", "runs": 1},
-}
+TINY = BASE  # analysis.smoke's tiny trial: seconds on a CPU
 SEED = 3
 
 

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from analysis.smoke import BASE, OPTUNA_ARMS, OPTUNA_SEARCH
 from raywae.config import ConfigError
 from raywae.search_space import load
 from raywae.sweep import main
@@ -22,16 +23,9 @@ from raywae.sweep import main
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 PAPER_BETAS = [1, 3, 10, 20, 30, 40, 50, 75, 100]
 PAPER_L1 = [0, 0.1, 0.5, 1, 2, 3, 5, 8, 12]
-# Tiny trials: a 576-image grid, a narrow network, a few steps, the fast metric preset.
-TINY = {
-    "data": {
-        "source": "procedural",
-        "subgrid": {"scale": 3, "orientation": 10, "posX": 8, "posY": 8},
-    },
-    "model": {"hidden": 32, "latent_dim": 4},
-    "train": {"steps": 30, "report_every": 10, "batch_size": 16},
-    "metrics": {"preset": "disentanglement_lib", "runs": 1},
-}
+# Tiny trials (analysis.smoke's: a 576-image grid, a narrow network, a few steps, the fast
+# metric preset), one metric run each.
+TINY = {**BASE, "metrics": {**BASE["metrics"], "runs": 1}}
 
 
 def write_space(folder: Path, name: str, **entries: object) -> Path:
@@ -219,18 +213,9 @@ def test_grid_sweep_end_to_end_with_a_failing_trial(tmp_path: Path, local_ray: N
 
 
 def test_optuna_multi_objective_sweep(tmp_path: Path, local_ray: None) -> None:
-    arms = {
-        "beta_vae": {"space": {"objective.beta": {"loguniform": [1, 50]}}},
-        "wae_gaussian": {"space": {"objective.lp_lambda": {"uniform": [0, 5]}}},
-    }
-    search = {
-        "algorithm": "optuna",
-        "sampler": "nsga2",
-        "num_samples": 3,
-        "metric": ["test/recon", "metric/beta_vae_5"],
-        "mode": ["min", "max"],
-    }
-    path = write_space(tmp_path, "smoke_optuna", arms=arms, search=search, concurrency=2)
+    path = write_space(
+        tmp_path, "smoke_optuna", arms=OPTUNA_ARMS, search=OPTUNA_SEARCH, concurrency=2
+    )
     assert main([str(path)]) == 0
     client, runs = runs_of(tmp_path, "smoke_optuna")
     assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)

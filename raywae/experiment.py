@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import signal
 import sys
 import tempfile
@@ -51,6 +52,10 @@ SHOWN_IMAGES = 8  # the test images of reconstructions.png and of Figure 2
 STATE_FILE = "state.pt"  # checkpoint: weights, optimizers, step, RNG states
 CONFIG_FILE, METRICS_FILE, MODEL_FILE = "config.json", "metrics.json", "model.pt"
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read back; the message names the file."""
 
 
 def open_dataset(data: DataConfig, quiet: bool = False) -> DSprites:
@@ -140,9 +145,15 @@ class Experiment:
         """The checkpoint (Trainer.state_dict) at `path`, written atomically."""
         save_atomic(self.trainer.state_dict(), path)
 
-    def restore(self, path: Path) -> None:
-        """Continue from a checkpoint written by save() for the same config."""
-        self.trainer.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    def restore(self, path: Path, name: str | None = None) -> None:
+        """Continue from a checkpoint written by save() for the same config. An unreadable
+        one (truncated, corrupted) is a CheckpointError naming it (`name`, else `path`):
+        never a silent restart from step 0."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            self.trainer.load_state_dict(state)
+        except (OSError, RuntimeError, EOFError, KeyError, pickle.UnpicklingError) as err:
+            raise CheckpointError(f"{name or path}: unreadable checkpoint: {err}") from None
 
     def write_outputs(
         self, folder: Path, results: dict[str, Any], weights: bool = True
@@ -300,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
     try:
         results = run(cfg, out, args.resume)
-    except DataError as err:
+    except (DataError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except NonFiniteLossError as err:

@@ -84,7 +84,38 @@ def resolve_paths(spec: SweepSpec, storage: str | None) -> SweepSpec:
 
 
 class SweepError(RuntimeError):
-    """A sweep that cannot start (no GPU, nothing to resume, an existing sweep in the way)."""
+    """A sweep that cannot start (no GPU, nothing to resume, an existing sweep in the way,
+    storage it cannot write, data that changed under a resumed sweep)."""
+
+
+PROBE_BYTES = 1 << 20  # a sweep writes checkpoints of tens of MB: a full disk fails here first
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Create `folder` and write (then remove) a 1 MiB probe in it, before any training: an
+    unwritable or full place is a SweepError naming it, not a failure hours later."""
+    probe = folder / f".raywae-probe-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"\0" * PROBE_BYTES)
+        probe.unlink()
+    except OSError as err:
+        raise SweepError(f"{what} {folder} is not writable: {err.strerror or err}") from None
+
+
+def check_same_data(name: str, tracking_uri: str, tags: dict[str, str]) -> None:
+    """A resumed sweep must train on the data its runs were tagged with: a different image
+    fingerprint (the real file replaced, a renderer change) is a SweepError naming both."""
+    from raywae.tracking import logged_values
+
+    key = "raywae.data/fingerprint"
+    before = logged_values(tracking_uri, name, key) - {tags.get(key)}
+    if before:
+        raise SweepError(
+            f"the data changed under sweep {name!r}: its runs were trained on fingerprint "
+            f"{', '.join(sorted(before))}, the data now has {tags.get(key)}; restore that "
+            "data, or start a new sweep (another name or --storage)"
+        )
 
 
 def prepare_data(spec: SweepSpec) -> dict[str, str]:
@@ -196,8 +227,14 @@ def run(
 
     # Objectives are reported with a trial's final result only, not with every update.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    tracking_uri = tracking_uri or spec.tracking_uri or default_tracking_uri()
     experiment = Path(spec.storage) / spec.name if "://" not in spec.storage else None
+    if experiment is not None:
+        check_writable(experiment.parent, "storage")
+    tracking_uri = tracking_uri or spec.tracking_uri or default_tracking_uri()
+    if tracking_uri.startswith("sqlite:///"):
+        check_writable(Path(tracking_uri.removeprefix("sqlite:///")).parent, "tracking_uri")
+    if resume:
+        check_same_data(spec.name, tracking_uri, tags)
     ray.init(
         address=address,
         ignore_reinit_error=True,

@@ -29,10 +29,19 @@ LOGGED_PREFIXES = ("train/", "test/", "metric/", "time/")
 
 
 def default_tracking_uri(root: Path | None = None) -> str:
-    """An embedded sqlite store under ./mlruns (absolute, so trial folders don't matter)."""
-    root = (root or Path.cwd()).resolve() / "mlruns"
-    root.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{root / 'mlflow.db'}"
+    """An embedded sqlite store under ./mlruns (absolute, so trial folders don't matter);
+    the sweep creates the folder when it checks that it can write there."""
+    return f"sqlite:///{(root or Path.cwd()).resolve() / 'mlruns' / 'mlflow.db'}"
+
+
+def logged_values(tracking_uri: str, experiment: str, tag: str) -> set[str]:
+    """The values of `tag` over the runs of `experiment` (empty if it does not exist)."""
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return set()
+    runs = client.search_runs([found.experiment_id], max_results=50_000)
+    return {r.data.tags[tag] for r in runs if tag in r.data.tags}
 
 
 def artifact_root(tracking_uri: str) -> str | None:

@@ -27,7 +27,7 @@ def train_trial(config: dict[str, Any], spec: SweepSpec) -> None:
     exp = Experiment(cfg, open_dataset(cfg.data, quiet=True), progress=ray_tqdm)
     if (restored := tune.get_checkpoint()) is not None:
         with restored.as_directory() as folder:
-            exp.restore(Path(folder) / STATE_FILE)
+            exp.restore(Path(folder) / STATE_FILE, f"{restored.path}/{STATE_FILE}")
     context = {
         "node_ip": ray.util.get_node_ip_address(),
         "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()) or "none",

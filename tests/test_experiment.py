@@ -131,6 +131,40 @@ def test_resume_continues_to_the_same_result(
     assert resumed["metric/beta_vae_5"] == full["metric/beta_vae_5"]
 
 
+def test_truncated_checkpoint_is_named_not_restarted(
+    swept: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    path, _, out = swept
+    state = (out / STATE_FILE).read_bytes()
+    (tmp_path / STATE_FILE).write_bytes(state[: len(state) // 2])  # killed mid-copy
+    assert main([str(path), "--out", str(tmp_path), "--resume"]) == 2
+    assert f"{tmp_path / STATE_FILE}: unreadable checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "metrics.json").exists()  # nothing trained from step 0
+
+
+def test_resume_refuses_changed_data(
+    swept: tuple[Path, Path, Path], capsys: pytest.CaptureFixture
+) -> None:
+    """A resumed sweep whose data fingerprint differs from its runs' tag stops before Ray."""
+    import ray
+
+    from raywae.sweep import main as sweep
+
+    path, folder, _ = swept
+    client, run = mlflow_run(folder)
+    key = "raywae.data/fingerprint"
+    now = run.data.tags[key]
+    client.set_tag(run.info.run_id, key, "0123456789abcdef")  # as if trained on other data
+    try:
+        assert sweep([str(path), "--resume"]) == 2
+    finally:
+        client.set_tag(run.info.run_id, key, now)
+    err = capsys.readouterr().err
+    assert "the data changed under sweep 'one_trial'" in err
+    assert "0123456789abcdef" in err and now in err
+    assert not ray.is_initialized()
+
+
 def test_cli_refuses_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     config = tmp_path / "exp.yaml"
     config.write_text(yaml.safe_dump(TINY))

@@ -166,6 +166,21 @@ def test_nulls_shown_in_the_readme_are_accepted(tmp_path: Path) -> None:
     assert spec.tracking_uri is None and spec.description == "" and spec.log_model
 
 
+@pytest.mark.parametrize("entry", ["storage", "tracking_uri"])
+def test_unwritable_storage_exits_2_before_ray(
+    tmp_path: Path, entry: str, capsys: pytest.CaptureFixture
+) -> None:
+    """/proc refuses new files even to root (file modes do not: the tests may run as root)."""
+    import ray
+
+    place = {"storage": "/proc/raywae-runs", "tracking_uri": "sqlite:////proc/raywae/mlflow.db"}
+    path = write_space(tmp_path, "unwritable", arms={"beta_vae": {}})
+    assert main([str(path), "--set", f"{entry}={place[entry]}"]) == 2
+    err = capsys.readouterr().err
+    assert "is not writable" in err and "/proc/raywae" in err, err
+    assert not ray.is_initialized()
+
+
 def test_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main([str(tmp_path / "nope.yaml")]) == 2
     assert "no such file" in capsys.readouterr().err

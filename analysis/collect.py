@@ -105,6 +105,7 @@ def tune_records(folder: Path, name: str) -> list[dict[str, Any]]:
     import torch
 
     from raywae.config import flatten, from_dict
+    from raywae.experiment import FAILED
 
     out = []
     for trial in sorted(p.parent for p in folder.glob("*/params.json")):
@@ -118,15 +119,17 @@ def tune_records(folder: Path, name: str) -> list[dict[str, Any]]:
             params = {k: str(v) for k, v in flatten(from_dict(sd["config"])).items()} | {
                 "arm": str(config["arm"])
             }
-        error = trial / "error.txt"
-        status = "FAILED" if error.is_file() else "FINISHED" if final.get("done") else "RUNNING"
+        error = trial / "error.txt"  # Tune's, for a trial that raised
+        reason = error.read_text().strip().splitlines()[-1] if error.is_file() else None
+        reason = reason or final.get(FAILED)  # a trial ended by a deterministic failure
+        status = "FAILED" if reason else "FINISHED" if final.get("done") else "RUNNING"
         out.append(
             {
                 "experiment": name,
                 "trial_id": trial.name,
                 "status": status,
                 "data_source": params.get("data.source"),
-                "error": error.read_text().strip().splitlines()[-1] if error.is_file() else None,
+                "error": reason,
                 "params": params,
                 "metrics": {
                     k: float(v)

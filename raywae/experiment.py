@@ -52,6 +52,7 @@ SHOWN_IMAGES = 8  # the test images of reconstructions.png and of Figure 2
 STATE_FILE = "state.pt"  # checkpoint: weights, optimizers, step, RNG states
 CONFIG_FILE, METRICS_FILE, MODEL_FILE = "config.json", "metrics.json", "model.pt"
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
+FAILED = "raywae_failed"  # final-report key of a trial ended by a deterministic failure
 
 
 class CheckpointError(RuntimeError):

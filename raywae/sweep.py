@@ -185,12 +185,19 @@ def searcher(spec: SweepSpec, experiment: Path) -> Any:
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
+    from raywae.experiment import FAILED
+
     class FinalOnlyOptunaSearch(OptunaSearch):
         """Objectives arrive with the final result only; skip intermediate reports."""
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
             if isinstance(self.metric, str) and self.metric in result:
                 super().on_trial_result(trial_id, result)
+
+        def on_trial_complete(self, trial_id: str, result: Any = None, error: bool = False):
+            """A trial that ended on a deterministic failure is FAIL, not PRUNED."""
+            error = error or bool(result and result.get(FAILED))
+            super().on_trial_complete(trial_id, None if error else result, error)
 
     samplers = {
         "tpe": optuna.samplers.TPESampler,
@@ -288,9 +295,16 @@ def run(
 
 def summarize(spec: SweepSpec, results: Any, path: str, tracking_uri: str) -> int:
     """Best trial per arm, failures, and where everything is."""
+    from raywae.experiment import FAILED
+
     df = results.get_dataframe()
     metric, mode = spec.metric[0], spec.mode[0]
-    print(f"\n=== {spec.name}: {len(df)} trials, {len(results.errors)} failed ===")
+    failures = {
+        r.path: str(r.error).strip().splitlines()[-1] if r.error else r.metrics[FAILED]
+        for r in results
+        if r.error is not None or r.metrics.get(FAILED)
+    }
+    print(f"\n=== {spec.name}: {len(df)} trials, {len(failures)} failed ===")
     if "config/arm" in df.columns and metric in df.columns:
         cols = [c for c in dict.fromkeys((metric, *SUMMARY_COLUMNS)) if c in df.columns]
         for arm, rows in df.groupby("config/arm"):
@@ -299,9 +313,8 @@ def summarize(spec: SweepSpec, results: Any, path: str, tracking_uri: str) -> in
                 best = rows.loc[rows[metric].idxmax() if mode == "max" else rows[metric].idxmin()]
                 figures = ", ".join(f"{c} {best[c]:.4g}" for c in cols)
                 print(f"best {arm} ({mode} {metric}): trial {best['trial_id']}: {figures}")
-    for result in results:
-        if result.error is not None:
-            print(f"failed: {result.path}: {str(result.error).strip().splitlines()[-1]}")
+    for path_, reason in failures.items():
+        print(f"failed: {path_}: {reason}")
     unfinished = [r for r in results if r.error is None and not r.metrics.get("done")]
     print(f"Tune results: {path}")
     print(f"MLflow: experiment {spec.name!r} at {tracking_uri}")
@@ -314,7 +327,7 @@ def summarize(spec: SweepSpec, results: Any, path: str, tracking_uri: str) -> in
             f"python -m raywae.sweep {spec.source} --resume --storage {spec.storage}"
         )
         return 130
-    return 1 if results.errors else 0
+    return 1 if failures else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,7 @@ from ray import tune
 
 import raywae
 from raywae.config import flatten, to_dict
-from raywae.experiment import CONFIG_FILE
+from raywae.experiment import CONFIG_FILE, FAILED
 from raywae.search_space import SweepSpec
 
 TRIAL_TAG = "raywae.trial_id"
@@ -187,6 +187,9 @@ class MLflowCallback(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self.run_id(trial)
+        if failed := (trial.last_result or {}).get(FAILED):  # ended on a deterministic error
+            self._failed(run_id, failed)
+            return
         if trial.checkpoint is not None:
             with trial.checkpoint.as_directory() as path:
                 artifacts = Path(path) / "artifacts"
@@ -198,6 +201,10 @@ class MLflowCallback(tune.Callback):
         run_id = self.run_id(trial)
         error = trial.error_file
         message = Path(error).read_text().strip() if error and os.path.exists(error) else ""
+        self._failed(run_id, message)
+
+    def _failed(self, run_id: str, message: str) -> None:
+        """Tag the run with the last line of `message`, keep all of it as error.txt."""
         last = message.splitlines()[-1] if message else "unknown error"
         self.client.set_tag(run_id, "raywae.error", last[:4000])
         if message:

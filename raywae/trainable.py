@@ -16,8 +16,9 @@ import torch
 from ray import tune
 from ray.experimental.tqdm_ray import tqdm as ray_tqdm
 
-from raywae.experiment import STATE_FILE, Experiment, open_dataset
+from raywae.experiment import FAILED, STATE_FILE, Experiment, open_dataset
 from raywae.search_space import SweepSpec
+from raywae.train import NonFiniteLossError
 
 
 def train_trial(config: dict[str, Any], spec: SweepSpec) -> None:
@@ -40,6 +41,12 @@ def train_trial(config: dict[str, Any], spec: SweepSpec) -> None:
                 exp.write_outputs(Path(folder) / "artifacts", artifacts, spec.log_model)
             tune.report({**logs, **context}, checkpoint=tune.Checkpoint.from_directory(folder))
 
-    logs = exp.train(report)
+    try:
+        logs = exp.train(report)
+    except NonFiniteLossError as err:
+        # Deterministic: a retry from the last checkpoint would diverge the same way, so the
+        # trial ends now with its reason (Tune would retry max_failures times if it raised).
+        tune.report({"step": err.step, FAILED: f"{type(err).__name__}: {err}", "done": True})
+        return
     results = {**logs, **exp.final()}
     report({**results, "done": True}, artifacts=results)

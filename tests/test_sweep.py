@@ -206,7 +206,8 @@ def test_grid_sweep_end_to_end_with_a_failing_trial(tmp_path: Path, local_ray: N
         "wae_gaussian": {},
         "diverges": {"family": "beta_vae", "set": {"train": {"lr": 1e30}}},
     }
-    path = write_space(tmp_path, "smoke_grid", arms=arms, max_failures=0, concurrency=2)
+    # max_failures 3: other errors would be retried 3 times, a NaN loss must not be.
+    path = write_space(tmp_path, "smoke_grid", arms=arms, max_failures=3, concurrency=2)
     assert main([str(path)]) == 1  # one trial failed; the others finished
     client, runs = runs_of(tmp_path, "smoke_grid")
     by_arm = {r.data.tags["raywae.arm"]: r for r in runs}
@@ -225,6 +226,11 @@ def test_grid_sweep_end_to_end_with_a_failing_trial(tmp_path: Path, local_ray: N
     assert failed.info.status == "FAILED"
     assert "NonFiniteLossError: loss term" in failed.data.tags["raywae.error"]
     assert "is not finite at step" in failed.data.tags["raywae.error"]
+    # One attempt: Tune saw no exception (so no retry), just the trial's one final report.
+    trial = tmp_path / "runs" / "smoke_grid" / failed.data.tags["raywae.trial_id"]
+    lines = (trial / "result.json").read_text().splitlines()
+    assert len(lines) == 1 and "NonFiniteLossError" in json.loads(lines[0])["raywae_failed"]
+    assert not (trial / "error.txt").exists()
 
 
 def test_optuna_multi_objective_sweep(tmp_path: Path, local_ray: None) -> None:

@@ -72,13 +72,22 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """PROTOCOL §3. hidden: width of the FC layers (1200 in the paper; smaller for smoke tests)."""
+    """PROTOCOL §3. hidden: width of the FC layers (1200 in the paper; smaller for smoke tests).
+
+    init: "glorot" (the authors' TensorFlow default: Glorot-uniform weights, zero biases, on
+    every Linear / conv layer of encoder and decoder) or "torch" (PyTorch's own defaults).
+    box_anchor (posterior=box only): "centre", z = μ + e^ℓ ⊙ (u − ½), so μ is the box's mean;
+    or "corner", the authors' code, z = μ + e^ℓ ⊙ u with μ the lower corner. The metrics read
+    μ either way, as the authors' metric did.
+    """
 
     arch: Literal["fc", "conv"] = "fc"
     latent_dim: int = 16
     posterior: Literal["gaussian", "box"] = "gaussian"
     prior: Literal["gaussian", "uniform"] = "gaussian"
     hidden: int = 1200
+    init: Literal["glorot", "torch"] = "glorot"
+    box_anchor: Literal["centre", "corner"] = "centre"
 
     def __post_init__(self) -> None:
         check(self.latent_dim >= 1, "latent_dim", f"must be >= 1, got {self.latent_dim}")

@@ -23,7 +23,7 @@ def test_defaults_round_trip():
     cfg = Config()
     assert from_dict(to_dict(cfg)) == cfg
     assert from_dict({}) == cfg
-    assert cfg.model == ModelConfig("fc", 16, "gaussian", "gaussian", 1200)
+    assert cfg.model == ModelConfig("fc", 16, "gaussian", "gaussian", 1200, "glorot", "centre")
     assert cfg.train.batch_size == 100 and cfg.train.lr == 1e-3 and cfg.train.steps == 60_000
     assert cfg.objective.lam == 400.0
 
@@ -73,6 +73,8 @@ def test_wrong_keys_and_types_name_the_key(d, key):
         ({"objective": {"p": 0}}, "objective.p"),
         ({"objective": {"name": "vae"}}, "objective.name"),
         ({"model": {"posterior": "laplace"}}, "model.posterior"),
+        ({"model": {"init": "xavier"}}, "model.init"),
+        ({"model": {"box_anchor": "center"}}, "model.box_anchor"),
         ({"model": {"latent_dim": 0}}, "model.latent_dim"),
         ({"train": {"batch_size": 1}}, "train.batch_size"),
         ({"train": {"lr_milestones": [0.5, 0.25], "lr_decay": [1, 1]}}, "train.lr_milestones"),

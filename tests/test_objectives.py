@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import typing
 import warnings
@@ -37,10 +38,11 @@ def test_gaussian_kl_matches_monte_carlo():
     torch.testing.assert_close(post.kl_std_normal(mu, s), mc, atol=0.03, rtol=0.01)
 
 
-def test_box_kl_matches_monte_carlo():
+@pytest.mark.parametrize("anchor", ["centre", "corner"])
+def test_box_kl_matches_monte_carlo(anchor):
     g = gen(1)
     mu, s = torch.rand(4, 3, generator=g) * 2 - 1, torch.randn(4, 3, generator=g) * 0.5
-    post = BoxPosterior()
+    post = BoxPosterior(anchor)
     z = post.sample(mu.expand(200_000, 4, 3), s.expand(200_000, 4, 3), g)
     mc = (-s.sum(-1) - log_std_normal(z)).mean(0)  # log q = −Σ ℓ inside the box
     torch.testing.assert_close(post.kl_std_normal(mu, s), mc, atol=0.03, rtol=0.01)
@@ -56,14 +58,27 @@ def test_gaussian_logvar_is_clipped():
     assert s.tolist() == [-16.0, 0.0, 10.0]
 
 
-def test_box_samples_stay_in_the_centred_box():
+@pytest.mark.parametrize("anchor, low", [("centre", -0.5), ("corner", 0.0)])
+def test_box_samples_stay_in_their_box(anchor, low):
     g = gen(2)
     mu, s = torch.randn(1, 8, generator=g), torch.randn(1, 8, generator=g)
-    z = BoxPosterior().sample(mu.expand(100_000, 8), s.expand(100_000, 8), g)
-    half = s.exp() / 2
-    assert ((z >= mu - half) & (z <= mu + half)).all()
-    se = s.exp() / math.sqrt(12 * 100_000)  # standard error of the mean of U(side)
-    assert ((z.mean(0) - mu[0]).abs() < 5 * se).all()
+    z = BoxPosterior(anchor).sample(mu.expand(100_000, 8), s.expand(100_000, 8), g)
+    side = s.exp()
+    lo = mu + low * side  # centre: [μ − side/2, μ + side/2]; corner: [μ, μ + side]
+    assert ((z >= lo) & (z <= lo + side)).all()
+    se = side / math.sqrt(12 * 100_000)  # standard error of the mean of U(side)
+    assert ((z.mean(0) - (lo + side / 2)[0]).abs() < 5 * se).all()
+    if anchor == "corner":  # the mean is off μ by half a side: the test can tell them apart
+        assert ((z.mean(0) - mu[0]).abs() > 50 * se).all()
+
+
+def test_box_anchor_is_validated_and_wired():
+    with pytest.raises(ValueError, match="anchor"):
+        BoxPosterior("middle")
+    cfg = ModelConfig(latent_dim=2, posterior="box", prior="uniform", hidden=4)
+    assert build_model(cfg).posterior.anchor == "centre"
+    corner = build_model(dataclasses.replace(cfg, box_anchor="corner")).posterior
+    assert isinstance(corner, BoxPosterior) and corner.anchor == "corner"
 
 
 def test_priors():
@@ -147,6 +162,58 @@ def test_conv_arch_shapes():
     mu, s = model.encode(torch.rand(3, 4096))
     assert mu.shape == s.shape == (3, 5) and mu.abs().max() < 1
     assert model.decode(mu).shape == (3, 4096)
+
+
+def linears(model: torch.nn.Module) -> list[torch.nn.Linear]:
+    return [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+
+
+def test_glorot_init_statistics_of_the_paper_network():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(hidden=1200, latent_dim=16))
+    layers = linears(model)
+    assert len(layers) == 8  # encoder 2 + 2 heads, decoder 4
+    for layer in layers:
+        fan_out, fan_in = layer.weight.shape
+        bound = math.sqrt(6 / (fan_in + fan_out))
+        w = layer.weight.detach()
+        assert w.abs().max() <= bound, layer
+        assert w.abs().max() > 0.98 * bound, layer
+        assert float(w.std()) == pytest.approx(bound / math.sqrt(3), rel=0.02), layer
+        assert torch.count_nonzero(layer.bias) == 0, layer
+
+
+def test_torch_init_is_larger_in_the_decoder_and_same_seed_same_weights():
+    cfg = ModelConfig(hidden=1200, latent_dim=16)
+    stds, biases = {}, {}
+    for init in ("glorot", "torch"):
+        torch.manual_seed(0)
+        first = build_model(dataclasses.replace(cfg, init=init)).decoder.net[0]
+        stds[init], biases[init] = float(first.weight.detach().std()), first.bias.detach()
+    # torch: U(±1/√16) -> std 0.144; glorot: U(±√(6/1216)) -> std 0.0406; ratio 3.56
+    assert stds["torch"] / stds["glorot"] == pytest.approx(3.56, rel=0.05)
+    assert torch.count_nonzero(biases["torch"]) == 1200
+    small = ModelConfig(hidden=8, latent_dim=3)
+    weights = []
+    for _ in range(2):
+        torch.manual_seed(5)
+        weights.append([p.detach().clone() for p in build_model(small).parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))
+
+
+def test_glorot_init_covers_the_conv_layers():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="conv", latent_dim=5))
+    kinds = (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)
+    layers = [m for m in model.modules() if isinstance(m, kinds)]
+    assert len(layers) == 4 + 3 + 2 + 4  # convs, encoder dense, decoder dense, deconvs
+    for layer in layers:
+        w = layer.weight.detach()
+        k = w[0, 0].numel()  # receptive field (1 for a Linear)
+        a, b = w.shape[:2]
+        bound = math.sqrt(6 / ((a + b) * k))
+        assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound, layer
+        assert torch.count_nonzero(layer.bias) == 0, layer
 
 
 CASES = [

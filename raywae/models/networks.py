@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from raywae.config import ModelConfig
-from raywae.models.posteriors import POSTERIORS, PRIORS, Posterior, Prior
+from raywae.models.posteriors import POSTERIORS, PRIORS, BoxPosterior, Posterior, Prior
 
 PIXELS = 64 * 64
 
@@ -112,17 +112,29 @@ ARCHS: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
 }
 
 
+def glorot_(module: nn.Module) -> None:
+    """The authors' TensorFlow default on every Linear / Conv2d / ConvTranspose2d of `module`:
+    Glorot-uniform weights U(±√(6 / (fan_in + fan_out))), zero biases. Draws from torch's
+    global RNG. (For a transposed conv torch swaps fan_in and fan_out; their sum is the same.)"""
+    for m in module.modules():
+        if isinstance(m, nn.Linear | nn.Conv2d | nn.ConvTranspose2d):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def build_model(cfg: ModelConfig) -> AutoEncoder:
     """The AutoEncoder a ModelConfig names (initialised from torch's global RNG).
 
-    `hidden` sets the FC width; the conv arch keeps its own 256-unit layers.
+    `hidden` sets the FC width; the conv arch keeps its own 256-unit layers. init="glorot"
+    re-initialises encoder and decoder with `glorot_` (PROTOCOL §3); "torch" keeps PyTorch's
+    defaults. The box posterior is built with cfg.box_anchor.
     """
     enc_cls, dec_cls = ARCHS[cfg.arch]
     width = {"hidden": cfg.hidden} if cfg.arch == "fc" else {}
-    return AutoEncoder(
-        enc_cls(cfg.latent_dim, **width),
-        dec_cls(cfg.latent_dim, **width),
-        POSTERIORS[cfg.posterior],
-        PRIORS[cfg.prior],
-        cfg.latent_dim,
-    )
+    encoder, decoder = enc_cls(cfg.latent_dim, **width), dec_cls(cfg.latent_dim, **width)
+    if cfg.init == "glorot":
+        glorot_(encoder)
+        glorot_(decoder)
+    post_cls = POSTERIORS[cfg.posterior]
+    posterior = post_cls(cfg.box_anchor) if post_cls is BoxPosterior else post_cls()
+    return AutoEncoder(encoder, decoder, posterior, PRIORS[cfg.prior], cfg.latent_dim)

@@ -130,7 +130,9 @@ class WWAE(Objective):
 
 class WAEGAN(Objective):
     """WAE-GAN: recon + λ·BCE(D(z_q), 1); the adversary D (MLP 4 × 512 ReLU → 1 logit on z)
-    is trained by its own optimizer on λ·[BCE(D(z_p), 1) + BCE(D(z_q), 0)] (PROTOCOL §9)."""
+    is trained by its own optimizer on λ·[BCE(D(z_p), 1) + BCE(D(z_q), 0)] (PROTOCOL §9).
+    D keeps PyTorch's default init whatever model.init says: ModelConfig.init covers the
+    encoder and decoder only."""
 
     def __init__(self, cfg: ObjectiveConfig, model: AutoEncoder) -> None:
         super().__init__(cfg, model)

@@ -1,12 +1,14 @@
 """Posteriors q(z|x) and priors p(z) of PROTOCOL §3: sampling, clipping, KL to N(0, I).
 
 A posterior is parameterised by the encoder's mean μ and a log-scale head s: the log-variance
-for the Gaussian, the log side-length ℓ for the uniform box. Objects are stateless.
+for the Gaussian, the log side-length ℓ for the uniform box. Objects are immutable; the box
+is built with its anchor (centre or corner), so POSTERIORS maps names to classes.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 
@@ -35,13 +37,19 @@ class GaussianPosterior:
 
 
 class BoxPosterior:
-    """q(z|x) = U[μ − e^ℓ/2, μ + e^ℓ/2]: a box **centred** on μ, so μ is its mean.
+    """q(z|x) = a uniform box with side lengths e^ℓ, anchored at μ (PROTOCOL §3).
 
-    The authors' code put μ at the lower corner; centring it makes the metrics' "mean code"
-    the posterior mean, as for the Gaussian.
+    anchor "centre" (default): U[μ − e^ℓ/2, μ + e^ℓ/2], so μ is the box's mean, as for the
+    Gaussian, and the metrics' "mean code" is the posterior mean. anchor "corner" (the
+    authors' code): U[μ, μ + e^ℓ], μ the lower corner (their metric read μ all the same).
     """
 
     name = "box"
+
+    def __init__(self, anchor: Literal["centre", "corner"] = "centre") -> None:
+        if anchor not in ("centre", "corner"):
+            raise ValueError(f"anchor must be 'centre' or 'corner', got {anchor!r}")
+        self.anchor = anchor
 
     def clip(self, s: torch.Tensor) -> torch.Tensor:
         """The log side-length ℓ is used as is (PROTOCOL §3 clips only the Gaussian)."""
@@ -50,16 +58,20 @@ class BoxPosterior:
     def sample(
         self, mu: torch.Tensor, s: torch.Tensor, generator: torch.Generator | None
     ) -> torch.Tensor:
-        """z = μ + e^ℓ ⊙ (u − ½), u ~ U[0, 1)^d: (n, d) -> (n, d)."""
+        """z = μ + e^ℓ ⊙ (u − ½) (centre) or μ + e^ℓ ⊙ u (corner), u ~ U[0, 1)^d.
+
+        (n, d) -> (n, d), reparameterised."""
         u = torch.rand(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-        return mu + torch.exp(s) * (u - 0.5)
+        return mu + torch.exp(s) * (u - 0.5 if self.anchor == "centre" else u)
 
     def kl_std_normal(self, mu: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        """KL(U(box) ‖ N(0, I)) = Σ_i [−ℓ_i + ½ log 2π + ½(μ_i² + e^{2ℓ_i}/12)]: (n, d) -> (n,).
+        """KL(U(box) ‖ N(0, I)) = Σ_i [−ℓ_i + ½ log 2π + ½(m_i² + e^{2ℓ_i}/12)]: (n, d) -> (n,).
 
-        −H(q) = −Σ ℓ_i and E_q[z_i²] = μ_i² + side_i²/12.
+        −H(q) = −Σ ℓ_i and E_q[z_i²] = m_i² + side_i²/12, with m the box's mean: μ for the
+        centred box, μ + side/2 for the corner one.
         """
-        return (-s + 0.5 * math.log(2 * math.pi) + 0.5 * (mu.pow(2) + (2 * s).exp() / 12)).sum(1)
+        m = mu if self.anchor == "centre" else mu + 0.5 * s.exp()
+        return (-s + 0.5 * math.log(2 * math.pi) + 0.5 * (m.pow(2) + (2 * s).exp() / 12)).sum(1)
 
 
 class GaussianPrior:
@@ -86,5 +98,5 @@ class UniformPrior:
 
 Posterior = GaussianPosterior | BoxPosterior
 Prior = GaussianPrior | UniformPrior
-POSTERIORS: dict[str, Posterior] = {"gaussian": GaussianPosterior(), "box": BoxPosterior()}
+POSTERIORS: dict[str, type[Posterior]] = {"gaussian": GaussianPosterior, "box": BoxPosterior}
 PRIORS: dict[str, Prior] = {"gaussian": GaussianPrior(), "uniform": UniformPrior()}

@@ -7,6 +7,7 @@ reports the final figures with a checkpoint whose `artifacts/` folder MLflow log
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import torch
 from ray import tune
 from ray.experimental.tqdm_ray import tqdm as ray_tqdm
 
-from raywae.experiment import FAILED, STATE_FILE, Experiment, open_dataset
+from raywae.experiment import FAILED, METRICS_FILE, STATE_FILE, Experiment, open_dataset
 from raywae.search_space import SweepSpec
 from raywae.train import NonFiniteLossError
 
@@ -28,6 +29,10 @@ def train_trial(config: dict[str, Any], spec: SweepSpec) -> None:
     exp = Experiment(cfg, open_dataset(cfg.data, quiet=True), progress=ray_tqdm)
     if (restored := tune.get_checkpoint()) is not None:
         with restored.as_directory() as folder:
+            final = Path(folder) / "artifacts" / METRICS_FILE
+            if final.is_file():  # it had finished, but the driver died before recording it
+                tune.report({**json.loads(final.read_text()), "done": True})
+                return  # no retraining, no second evaluation: the same final figures
             exp.restore(Path(folder) / STATE_FILE, f"{restored.path}/{STATE_FILE}")
     context = {
         "node_ip": ray.util.get_node_ip_address(),

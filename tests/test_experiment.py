@@ -17,7 +17,14 @@ from mlflow.tracking import MlflowClient
 
 from analysis.smoke import BASE
 from raywae.config import from_dict, override
-from raywae.experiment import STATE_FILE, Experiment, load_run, main, open_dataset
+from raywae.experiment import (
+    STATE_FILE,
+    CheckpointError,
+    Experiment,
+    load_run,
+    main,
+    open_dataset,
+)
 from raywae.logkeys import reported
 from raywae.metrics import encode_grid
 from raywae.models import build_model
@@ -140,6 +147,21 @@ def test_truncated_checkpoint_is_named_not_restarted(
     assert main([str(path), "--out", str(tmp_path), "--resume"]) == 2
     assert f"{tmp_path / STATE_FILE}: unreadable checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "metrics.json").exists()  # nothing trained from step 0
+
+
+class Payload:
+    """Stands for any pickled object that is not tensors, numbers and strings."""
+
+
+def test_checkpoints_load_weights_only(swept: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """state.pt is read with weights_only=True: a checkpoint carrying an arbitrary pickled
+    object (code could run on unpickling) is refused, naming the file."""
+    path, _, out = swept
+    state = torch.load(out / STATE_FILE, weights_only=True)  # the real one loads so
+    torch.save({**state, "extra": Payload()}, tmp_path / STATE_FILE)
+    exp = Experiment(load_run(out)[1], progress=False)
+    with pytest.raises(CheckpointError, match="unreadable checkpoint"):
+        exp.restore(tmp_path / STATE_FILE)
 
 
 def test_resume_refuses_changed_data(

@@ -161,9 +161,16 @@ def test_short_run_lowers_test_recon(small_ds, name, capsys):
 @pytest.mark.parametrize("name", list(LEARN))
 def test_paper_network_learns(small_ds, name):
     """The full 1200-unit network and batch 100 past the mean-image plateau (~500 nats;
-    minutes on a CPU)."""
+    minutes on a CPU). With PyTorch's init, under which the 300-nat bar was measured: the
+    authors' Glorot init (the default) starts slower, e.g. WAE-GAN 2844.9 -> 419.6 and
+    β-VAE -> 284.9 after these 1000 steps (issue 9's note), which says nothing about the
+    loop and objectives this test is about."""
     cfg = from_dict(
-        {"objective": {"name": name, **LEARN[name]}, "train": {"steps": 1000, "report_every": 500}}
+        {
+            "model": {"init": "torch"},
+            "objective": {"name": name, **LEARN[name]},
+            "train": {"steps": 1000, "report_every": 500},
+        }
     )
     trainer = Trainer(cfg, small_ds)
     start = trainer.evaluate(max_images=1000)["test/recon"]

@@ -179,21 +179,26 @@ def load_run(ref: str | Path, tracking_uri: str | None = None) -> tuple[AutoEnco
     config.json and model.pt (an `--out` folder, a trial's artifacts), or an MLflow run id or
     `runs:/<id>` URI (its artifacts are downloaded; MLflow is imported only then)."""
     folder = Path(ref)
-    if not (folder / CONFIG_FILE).is_file():
-        import mlflow
+    if (folder / CONFIG_FILE).is_file():
+        return _load_folder(folder)
+    import mlflow
 
-        uri = str(ref) if str(ref).startswith("runs:/") else f"runs:/{ref}"
-        folder = Path(tempfile.mkdtemp(prefix="raywae-run-"))
+    uri = str(ref) if str(ref).startswith("runs:/") else f"runs:/{ref}"
+    with tempfile.TemporaryDirectory(prefix="raywae-run-") as tmp:
         for name in (CONFIG_FILE, MODEL_FILE):
             try:
                 mlflow.artifacts.download_artifacts(
-                    f"{uri}/{name}", dst_path=str(folder), tracking_uri=tracking_uri
+                    f"{uri}/{name}", dst_path=tmp, tracking_uri=tracking_uri
                 )
             except Exception as err:  # MLflow raises several types for a missing artifact
                 raise FileNotFoundError(
                     f"{uri}: no {name} artifact (was the run logged with tracking.log_model: "
                     f"false, or not finished?): {err}"
                 ) from None
+        return _load_folder(Path(tmp))
+
+
+def _load_folder(folder: Path) -> tuple[AutoEncoder, Config]:
     if not (folder / MODEL_FILE).is_file():
         raise FileNotFoundError(f"{folder}: no {MODEL_FILE} (run with weights saved?)")
     cfg = from_dict(json.loads((folder / CONFIG_FILE).read_text()), str(folder / CONFIG_FILE))
@@ -275,10 +280,7 @@ def run(cfg: Config, out: Path, resume: bool = False) -> dict[str, float]:
             f.write(json.dumps(logs) + "\n")
         tqdm.write(_line(logs))
 
-    logs = exp.train(report)
-    if not exp.done:
-        return logs
-    results = {**logs, **exp.final()}
+    results = {**exp.train(report), **exp.final()}
     exp.save(state)
     exp.write_outputs(out, results)
     with log.open("a") as f:

@@ -229,7 +229,7 @@ def run(
     from ray import tune
 
     from raywae.data import data_dir
-    from raywae.tracking import MLflowCallback, default_tracking_uri
+    from raywae.tracking import MLflowCallback, default_tracking_uri, prepare_store
     from raywae.trainable import train_trial
 
     # Objectives are reported with a trial's final result only, not with every update.
@@ -240,6 +240,7 @@ def run(
     tracking_uri = tracking_uri or spec.tracking_uri or default_tracking_uri()
     if tracking_uri.startswith("sqlite:///"):
         check_writable(Path(tracking_uri.removeprefix("sqlite:///")).parent, "tracking_uri")
+    prepare_store(tracking_uri)
     if resume:
         check_same_data(spec.name, tracking_uri, tags)
     ray.init(

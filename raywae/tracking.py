@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from filelock import FileLock
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
@@ -32,6 +33,15 @@ def default_tracking_uri(root: Path | None = None) -> str:
     """An embedded sqlite store under ./mlruns (absolute, so trial folders don't matter);
     the sweep creates the folder when it checks that it can write there."""
     return f"sqlite:///{(root or Path.cwd()).resolve() / 'mlruns' / 'mlflow.db'}"
+
+
+def prepare_store(tracking_uri: str) -> None:
+    """Create or upgrade a sqlite store under a file lock, before any logging: two drivers
+    starting at once on a new store would both run MLflow's schema migrations, and one fails
+    ("Online migration expected to match one row")."""
+    if tracking_uri.startswith("sqlite:///"):
+        with FileLock(f"{tracking_uri.removeprefix('sqlite:///')}.lock"):
+            MlflowClient(tracking_uri).search_experiments(max_results=1)
 
 
 def logged_values(tracking_uri: str, experiment: str, tag: str) -> set[str]:

@@ -344,6 +344,20 @@ def test_killed_trial_worker_restarts_from_its_checkpoint(tmp_path: Path) -> Non
     assert lines[-1]["done"]
 
 
+def test_a_new_store_is_created_once_by_concurrent_drivers(tmp_path: Path) -> None:
+    """Without the lock in tracking.prepare_store, 3-4 of 4 processes opening a new sqlite
+    store at once fail in MLflow's schema migration ("Online migration expected ...")."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = f"from raywae.tracking import prepare_store; prepare_store({uri!r})"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+    assert MlflowClient(uri).get_experiment_by_name("Default") is not None
+
+
 def test_two_sweeps_share_one_sqlite_store(tmp_path: Path) -> None:
     """Two drivers (two experiments) logging to one MLflow sqlite file at the same time."""
     store = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"

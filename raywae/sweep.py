@@ -66,7 +66,8 @@ def trial_table(spec: SweepSpec) -> str:
         f"resources per trial: {spec.cpu} CPU, {spec.gpu} GPU; "
         f"steps per trial: {spec.config(spec.example()).train.steps}"
     )
-    lines.append(f"one trial alone: python -m raywae.experiment {spec.source} --trial N")
+    pick = "--trial N" if spec.algorithm == "grid" else "--arm NAME --set key=value ..."
+    lines.append(f"one trial alone: python -m raywae.experiment {spec.source} {pick}")
     return "\n".join(lines)
 
 

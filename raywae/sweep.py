@@ -231,7 +231,7 @@ def run(
 
     from raywae.data import data_dir
     from raywae.tracking import MLflowCallback, default_tracking_uri, prepare_store
-    from raywae.trainable import train_trial
+    from raywae.trainable import BARS_ENV, train_trial
 
     # Objectives are reported with a trial's final result only, not with every update.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
@@ -247,7 +247,14 @@ def run(
     ray.init(
         address=address,
         ignore_reinit_error=True,
-        runtime_env={"env_vars": {"RAYWAE_DATA_DIR": str(data_dir())}},
+        runtime_env={
+            "env_vars": {
+                "RAYWAE_DATA_DIR": str(data_dir()),
+                # Trials draw bars (through the driver) only on a terminal: in a log file each
+                # redraw would be one more line.
+                BARS_ENV: "1" if sys.stdout.isatty() else "0",
+            }
+        },
     )
     if spec.gpu > 0 and not ray.cluster_resources().get("GPU"):
         raise SweepError(

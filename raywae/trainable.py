@@ -8,6 +8,7 @@ reports the final figures with a checkpoint whose `artifacts/` folder MLflow log
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,15 @@ from raywae.experiment import FAILED, METRICS_FILE, STATE_FILE, Experiment, open
 from raywae.search_space import SweepSpec
 from raywae.train import NonFiniteLossError
 
+BARS_ENV = "RAYWAE_TRIAL_BARS"  # "1": evaluation bars through Ray's tqdm_ray (a terminal)
+
 
 def train_trial(config: dict[str, Any], spec: SweepSpec) -> None:
     """Tune function trainable. config: the flat trial dict (see search_space.Trial)."""
     cfg = spec.config(config)
     torch.set_num_threads(max(1, int(spec.cpu)))
-    exp = Experiment(cfg, open_dataset(cfg.data, quiet=True), progress=ray_tqdm)
+    bars = ray_tqdm if os.environ.get(BARS_ENV) == "1" else False
+    exp = Experiment(cfg, open_dataset(cfg.data, quiet=True), progress=bars)
     if (restored := tune.get_checkpoint()) is not None:
         with restored.as_directory() as folder:
             final = Path(folder) / "artifacts" / METRICS_FILE

@@ -3,7 +3,9 @@
 Params are the trial's flattened config; metrics keep their step history; tags say which
 sweep, code and data produced the run; artifacts are the trial's images and final metrics.
 Runs are keyed by Tune's trial id, so a resumed sweep continues its runs instead of
-duplicating them.
+duplicating them. Tune saves its own state every ~10 s: a run whose trial started after the
+last save of a driver that was then killed is an orphan (the resumed sweep runs a new trial
+in its place); the resumed sweep deletes it (soft: `mlflow runs restore` brings it back).
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ from raywae.experiment import CONFIG_FILE, FAILED
 from raywae.search_space import SweepSpec
 
 TRIAL_TAG = "raywae.trial_id"
+SWEEP_TAG = "raywae.tune_path"  # the Tune experiment a run belongs to (storage/name)
+ORPHANED = (
+    "its trial started after Tune last saved the sweep, and the driver was killed: "
+    "the resumed sweep ran a new trial in its place"
+)
 LOGGED_PREFIXES = ("train/", "test/", "metric/", "time/")
 
 
@@ -105,6 +112,7 @@ class MLflowCallback(tune.Callback):
             "raywae.sweep": spec.source,
             "raywae.search": spec.algorithm,
             "raywae.version": raywae.__version__,
+            SWEEP_TAG: f"{spec.storage.rstrip('/')}/{spec.name}",
             **tags,
         }
         if commit := git_commit():
@@ -165,15 +173,32 @@ class MLflowCallback(tune.Callback):
         return run_id
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
-        """Once per (re)start: a trial that finished just before the driver was killed may
-        not have had its run closed; close it now, with its artifacts."""
-        if self._reconciled:
-            return
-        self._reconciled = True
-        for trial in trials:
-            if trial.status == "TERMINATED" and (run := self._find(trial)) is not None:
-                if run.info.status != "FINISHED":
-                    self.on_trial_complete(iteration, trials, trial)
+        if not self._reconciled:  # once per (re)start
+            self._reconciled = True
+            self._close_open_runs(trials)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self._close_open_runs(trials)  # a resumed sweep with nothing left to run has no step
+
+    def _close_open_runs(self, trials: list) -> None:
+        """Runs left RUNNING by a driver that was killed: a trial that had finished is closed
+        with its artifacts; a run whose trial Tune does not know (it started after Tune last
+        saved its state) is deleted, as Tune trains that trial again under a new id."""
+        by_id = {t.trial_id: t for t in trials}
+        running = self.client.search_runs(
+            [self._experiment],
+            f"tags.`{SWEEP_TAG}` = '{self.tags[SWEEP_TAG]}' and attributes.status = 'RUNNING'",
+            max_results=50_000,
+        )
+        for run in running:
+            trial = by_id.get(run.data.tags.get(TRIAL_TAG))
+            if trial is None:
+                self.client.set_tag(run.info.run_id, "raywae.error", ORPHANED)
+                self.client.set_terminated(run.info.run_id, "KILLED")
+                self.client.delete_run(run.info.run_id)
+                print(f"MLflow: deleted run {run.info.run_name!r}: {ORPHANED}")
+            elif trial.status == "TERMINATED":
+                self.on_trial_complete(0, trials, trial)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.client.update_run(self.run_id(trial), "RUNNING")

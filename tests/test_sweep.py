@@ -249,6 +249,15 @@ def test_optuna_multi_objective_sweep(tmp_path: Path, local_ray: None) -> None:
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 3 and len(study.directions) == 2
     assert 1 <= len(study.best_trials) <= 3  # the Pareto front
+    # A run left RUNNING by a trial that Tune never saved (its driver was SIGKILLed within
+    # Tune's ~10 s state-saving period) is deleted on resume; the sweep's own runs stay.
+    orphan = client.create_run(
+        runs[0].info.experiment_id, tags={**runs[0].data.tags, "raywae.trial_id": "lost"}
+    ).info.run_id
+    assert main([str(path), "--resume"]) == 0
+    _, after = runs_of(tmp_path, "smoke_optuna")
+    assert sorted(r.info.run_id for r in after) == sorted(r.info.run_id for r in runs)
+    assert client.get_run(orphan).info.lifecycle_stage == "deleted"
 
 
 LONG = {**TINY, "train": {**TINY["train"], "steps": 1500, "report_every": 300}}  # seconds

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,61 @@ def check_writable(folder: Path, what: str) -> None:
         probe.unlink()
     except OSError as err:
         raise SweepError(f"{what} {folder} is not writable: {err.strerror or err}") from None
+
+
+def check_tracking_server(tracking_uri: str, timeout: float = 10) -> None:
+    """An http(s) tracking URI must answer (MLflow's /health) before any trial trains: a
+    closed tunnel or a stopped server is a SweepError, not hours of runs that never log."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    url = f"{tracking_uri.rstrip('/')}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:
+            if answer.status == 200:
+                return
+            problem = f"HTTP {answer.status}"
+    except (OSError, ValueError) as err:  # URLError, HTTPError, timeouts are OSErrors
+        problem = str(getattr(err, "reason", None) or err)
+    raise SweepError(
+        f"the MLflow tracking server {tracking_uri} does not answer ({url}: {problem}); "
+        "start it (mlflow server ...) or open the tunnel to it (cluster/README.md)"
+    )
+
+
+def check_cluster(spec: SweepSpec, nodes: list[dict[str, Any]]) -> None:
+    """Before any trial: some node can hold one trial (its CPUs and GPU fraction), and a sweep
+    over more than one host writes to shared storage. nodes: `ray.nodes()`; hosts are told
+    apart by address, so a local test cluster (many nodes, one host) may use a folder."""
+    alive = [n for n in nodes if n.get("Alive")]
+    fits = [
+        n
+        for n in alive
+        if n["Resources"].get("CPU", 0) >= spec.cpu and n["Resources"].get("GPU", 0) >= spec.gpu
+    ]
+    if not fits:
+        gpus = sum(n["Resources"].get("GPU", 0) for n in alive)
+        raise SweepError(
+            f"{spec.source}: resources ask for {spec.cpu} CPU and {spec.gpu} GPU per trial, but "
+            f"no node of the Ray cluster has that ({len(alive)} nodes, {gpus:g} GPUs in all); "
+            + (
+                "run with --set resources.gpu=0 to train on CPUs"
+                if spec.gpu > 0 and not gpus
+                else "lower resources.cpu / resources.gpu or add a bigger node"
+            )
+            + (
+                " (an autoscaling cluster must keep one GPU node up: min_workers: 1)"
+                if spec.gpu > 0
+                else ""
+            )
+        )
+    hosts = sorted({n["NodeManagerAddress"] for n in alive})
+    if len(hosts) > 1 and "://" not in spec.storage:
+        raise SweepError(
+            f"storage {spec.storage} is a folder on this machine, but the Ray cluster spans "
+            f"{len(hosts)} hosts ({', '.join(hosts)}): trials elsewhere could not write their "
+            "checkpoints there; pass --storage s3://BUCKET/PREFIX (or gs://...), or a folder "
+            "that every node mounts (NFS) as file:///PATH"
+        )
 
 
 def check_same_data(name: str, tracking_uri: str, tags: dict[str, str]) -> None:
@@ -235,10 +291,16 @@ def run(
 
     # Objectives are reported with a trial's final result only, not with every update.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    if spec.algorithm == "grid":
+        # With a searcher Tune keeps 1 trial pending: trials would start one by one, and an
+        # autoscaling cluster would see demand for one more trial at a time. A grid is fixed,
+        # so let 16 wait for resources at once (Optuna keeps 1: it learns from each result).
+        os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "16")
     experiment = Path(spec.storage) / spec.name if "://" not in spec.storage else None
     if experiment is not None:
         check_writable(experiment.parent, "storage")
     tracking_uri = tracking_uri or spec.tracking_uri or default_tracking_uri()
+    check_tracking_server(tracking_uri)
     if tracking_uri.startswith("sqlite:///"):
         check_writable(Path(tracking_uri.removeprefix("sqlite:///")).parent, "tracking_uri")
     prepare_store(tracking_uri)
@@ -256,11 +318,7 @@ def run(
             }
         },
     )
-    if spec.gpu > 0 and not ray.cluster_resources().get("GPU"):
-        raise SweepError(
-            f"{spec.source}: resources.gpu is {spec.gpu} but the Ray cluster has "
-            "no GPU; run with --set resources.gpu=0 to train on CPUs"
-        )
+    check_cluster(spec, ray.nodes())
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, spec=spec), {"cpu": spec.cpu, "gpu": spec.gpu}
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +39,12 @@ def train_trial(config: dict[str, Any], spec: SweepSpec) -> None:
                 tune.report({**json.loads(final.read_text()), "done": True})
                 return  # no retraining, no second evaluation: the same final figures
             exp.restore(Path(folder) / STATE_FILE, f"{restored.path}/{STATE_FILE}")
+    # Where and when this attempt runs (a restarted trial reports a new node and start).
     context = {
         "node_ip": ray.util.get_node_ip_address(),
+        "node_id": ray.get_runtime_context().get_node_id(),
         "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()) or "none",
+        "started_at": time.time(),
     }
 
     def report(logs: dict[str, Any], artifacts: dict[str, Any] | None = None) -> None:
@@ -48,7 +52,8 @@ def train_trial(config: dict[str, Any], spec: SweepSpec) -> None:
             exp.save(Path(folder) / STATE_FILE)
             if artifacts is not None:
                 exp.write_outputs(Path(folder) / "artifacts", artifacts, spec.log_model)
-            tune.report({**logs, **context}, checkpoint=tune.Checkpoint.from_directory(folder))
+            stamp = {**context, "reported_at": time.time()}
+            tune.report({**logs, **stamp}, checkpoint=tune.Checkpoint.from_directory(folder))
 
     try:
         logs = exp.train(report)

@@ -84,7 +84,7 @@ def test_kuberay_rayjob_has_what_kuberay_requires() -> None:
     assert "127.0.0.1" in mlflow["command"] and "--artifacts-destination" in mlflow["command"]
     (group,) = cluster["workerGroupSpecs"]
     assert group["groupName"] and "rayStartParams" in group
-    assert 1 <= group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+    assert group["minReplicas"] <= 1 <= group["replicas"] <= group["maxReplicas"]
     worker = group["template"]["spec"]["containers"][0]
     assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1
     # Kubernetes requires requests == limits for extended resources such as GPUs.

@@ -17,6 +17,7 @@ from typing import Any
 
 from raywae.config import ConfigError, parse_sets
 from raywae.data import DataError
+from raywae.data.dsprites import DATA_ENV
 from raywae.search_space import SweepSpec, load
 
 EXIT_BAD_INPUT = 2
@@ -306,18 +307,12 @@ def run(
     prepare_store(tracking_uri)
     if resume:
         check_same_data(spec.name, tracking_uri, tags)
-    ray.init(
-        address=address,
-        ignore_reinit_error=True,
-        runtime_env={
-            "env_vars": {
-                "RAYWAE_DATA_DIR": str(data_dir()),
-                # Trials draw bars (through the driver) only on a terminal: in a log file each
-                # redraw would be one more line.
-                BARS_ENV: "1" if sys.stdout.isatty() else "0",
-            }
-        },
-    )
+    # Trials draw bars (through the driver) only on a terminal: in a log file each redraw
+    # would be one more line.
+    env = {BARS_ENV: "1" if sys.stdout.isatty() else "0"}
+    if DATA_ENV in os.environ:  # a data directory chosen for this sweep goes to every trial;
+        env[DATA_ENV] = str(data_dir())  # else each node keeps its own (its env, its cache)
+    ray.init(address=address, ignore_reinit_error=True, runtime_env={"env_vars": env})
     check_cluster(spec, ray.nodes())
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, spec=spec), {"cpu": spec.cpu, "gpu": spec.gpu}

@@ -28,6 +28,7 @@ BARS_ENV = "RAYWAE_TRIAL_BARS"  # "1": evaluation bars through Ray's tqdm_ray (a
 
 def train_trial(config: dict[str, Any], spec: SweepSpec) -> None:
     """Tune function trainable. config: the flat trial dict (see search_space.Trial)."""
+    started = time.time()  # this attempt's start, before the data is opened (or built)
     cfg = spec.config(config)
     torch.set_num_threads(max(1, int(spec.cpu)))
     bars = ray_tqdm if os.environ.get(BARS_ENV) == "1" else False
@@ -44,7 +45,7 @@ def train_trial(config: dict[str, Any], spec: SweepSpec) -> None:
         "node_ip": ray.util.get_node_ip_address(),
         "node_id": ray.get_runtime_context().get_node_id(),
         "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()) or "none",
-        "started_at": time.time(),
+        "started_at": started,
     }
 
     def report(logs: dict[str, Any], artifacts: dict[str, Any] | None = None) -> None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -43,6 +45,7 @@ def attempts(reports: list[dict]) -> list[dict]:
         row = rows.setdefault(r["started_at"], {"node_id": r["node_id"], "gpu_ids": r["gpu_ids"]})
         row |= {"start": r["started_at"], "end": r["reported_at"], "last_step": r["step"]}
         row.setdefault("first_step", r["step"])
+        row.setdefault("first_report", r["reported_at"])
         row["done"] = bool(r.get("done"))
     return sorted(rows.values(), key=lambda row: row["start"])
 
@@ -60,17 +63,30 @@ def most_at_once(intervals: list[tuple[float, float]]) -> int:
 @pytest.fixture
 def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Head: 1 CPU, no GPU. Two workers: 4 CPUs, 2 GPUs each (logical: Ray schedules by them;
-    CUDA_VISIBLE_DEVICES names a GPU the trial cannot find, so it trains on CPU). Every node
-    shares this test's fresh data directory (one host), started empty."""
-    monkeypatch.setenv("RAYWAE_DATA_DIR", str(tmp_path / "data"))
+    CUDA_VISIBLE_DEVICES names a GPU the trial cannot find, so it trains on CPU). Each node
+    has its own empty data directory, as separate machines would: the workers by their
+    environment, the driver (no RAYWAE_DATA_DIR) its user cache, here under tmp_path."""
+    # Ray writes "the latest cluster" to $RAY_TMPDIR/ray/ray_current_cluster, and a plain
+    # ray.init() anywhere on this machine would join it: keep it private to this test (short:
+    # Ray's socket paths must stay under 108 characters).
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rw-", dir="/tmp"))
+    monkeypatch.setenv("RAY_TMPDIR", str(ray_tmp))
+    monkeypatch.delenv("RAYWAE_DATA_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "driver-cache"))
     c = Cluster(
         initialize_head=True,
         head_node_args={"num_cpus": 1, "num_gpus": 0, "_system_config": FAST_HEALTH},
     )
-    workers = [c.add_node(num_cpus=4, num_gpus=2) for _ in range(2)]
+    workers = [
+        c.add_node(
+            num_cpus=4, num_gpus=2, env_vars={"RAYWAE_DATA_DIR": str(node_data(tmp_path, i))}
+        )
+        for i in range(2)
+    ]
     c.wait_for_nodes()
     yield c, workers
     c.shutdown()
+    shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 # ~110 s on 2 idle cores (3 Ray nodes, 8 trials, a restart): with the slow tests.
@@ -146,13 +162,25 @@ def test_gpu_placement_and_a_lost_node(tmp_path: Path, cluster: tuple) -> None:
     for run in runs:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
         assert sorted(steps) == sorted(set(steps)) and max(steps) == 600, steps
-    # The data cache: built once (by the driver, before any trial), then only opened.
-    data = tmp_path / "data" / "cache"
-    tables = list(data.glob("*.npy"))
-    sizes = {p.name: p.stat().st_size for p in data.iterdir()}
-    print(f"data dir after 8 trials + {len(moved)} restarts: {sizes}")
-    assert len(tables) == 1
-    assert tables[0].stat().st_mtime < min_start(table)
+    # The data cache: written once per node, by its first trial (the others wait on the file
+    # lock, then open it), never rewritten by a later trial or a restart.
+    driver = list((tmp_path / "driver-cache" / "raywae" / "cache").glob("*.npy"))
+    print(f"driver (head host): {[(p.name, p.stat().st_size) for p in driver]}")
+    for i, worker in enumerate(workers):
+        ran = [row for row in rows if row["node_id"] == worker.node_id]
+        (cache,) = (node_data(tmp_path, i) / "cache").glob("*.npy")
+        written = cache.stat().st_mtime
+        print(
+            f"w{i}: {len(ran)} attempts, cache {cache.name} {cache.stat().st_size} bytes, "
+            f"written at +{written - min_start(table):.1f} s"
+        )
+        # By this node's first trial: after it started, before anything reported there.
+        assert min(r["start"] for r in ran) < written < min(r["first_report"] for r in ran)
+    assert len(driver) == 1 and driver[0].stat().st_size == cache.stat().st_size
+
+
+def node_data(tmp_path: Path, i: int) -> Path:
+    return tmp_path / f"node{i}-data"
 
 
 def min_start(table: dict[str, list[dict]]) -> float:

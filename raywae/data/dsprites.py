@@ -67,9 +67,12 @@ class ProceduralDataWarning(UserWarning):
     """source='auto' found no real file and falls back to the procedural renderer."""
 
 
+DATA_ENV = "RAYWAE_DATA_DIR"
+
+
 def data_dir() -> Path:
     """$RAYWAE_DATA_DIR, else the per-user cache directory (e.g. ~/.cache/raywae)."""
-    env = os.environ.get("RAYWAE_DATA_DIR")
+    env = os.environ.get(DATA_ENV)
     return Path(env).expanduser().resolve() if env else Path(platformdirs.user_cache_dir("raywae"))
 
 

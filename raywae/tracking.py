@@ -216,7 +216,7 @@ class MLflowCallback(tune.Callback):
             for k, v in result.items()
             if k.startswith(LOGGED_PREFIXES) and isinstance(v, int | float)
         ]
-        context = ("node_ip", "node_id", "gpu_ids")
+        context = ("node_ip", "node_id", "gpu_ids", "device")
         tags = [RunTag(f"raywae.{k}", str(result[k])) for k in context if k in result]
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
 

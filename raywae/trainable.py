@@ -45,6 +45,7 @@ def train_trial(config: dict[str, Any], spec: SweepSpec) -> None:
         "node_ip": ray.util.get_node_ip_address(),
         "node_id": ray.get_runtime_context().get_node_id(),
         "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()) or "none",
+        "device": str(exp.trainer.device),  # cpu where the node declares GPUs CUDA cannot see
         "started_at": started,
     }
 

@@ -42,7 +42,10 @@ def attempts(reports: list[dict]) -> list[dict]:
     """One row per attempt of a trial (an attempt = a process start): node, GPUs, times."""
     rows: dict[float, dict] = {}
     for r in reports:
-        row = rows.setdefault(r["started_at"], {"node_id": r["node_id"], "gpu_ids": r["gpu_ids"]})
+        row = rows.setdefault(
+            r["started_at"],
+            {"node_id": r["node_id"], "gpu_ids": r["gpu_ids"], "device": r["device"]},
+        )
         row |= {"start": r["started_at"], "end": r["reported_at"], "last_step": r["step"]}
         row.setdefault("first_step", r["step"])
         row.setdefault("first_report", r["reported_at"])
@@ -138,6 +141,7 @@ def test_gpu_placement_and_a_lost_node(tmp_path: Path, cluster: tuple) -> None:
     # No trial on the head; both workers used; one GPU id per trial (a 0.5 share).
     assert {row["node_id"] for row in rows} == {workers[0].node_id, lost.node_id}
     assert all(row["gpu_ids"] in ("0", "1") for row in rows)
+    assert {row["device"] for row in rows} == {"cpu"}  # GPUs declared, CUDA absent: CPU
     by_gpu = defaultdict(list)
     for row in rows:
         by_gpu[(row["node_id"], row["gpu_ids"])].append((row["start"], row["end"]))

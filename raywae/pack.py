@@ -19,7 +19,8 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from raywae.config import Config, to_dict
-from raywae.data import DSprites
+from raywae.data import DSprites, FactorGrid
+from raywae.metrics import encode_grid
 from raywae.models import AutoEncoder, Objective
 from raywae.train import (
     NonFiniteLossError,
@@ -33,6 +34,34 @@ from raywae.train import (
 )
 
 PackCallback = Callable[["PackedTrainer", dict[int, dict[str, float]]], None]
+
+
+class _Encoder(nn.Module):
+    def __init__(self, model: AutoEncoder) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(x)[0]
+
+
+class PackEncoder:
+    """The active members' encoders as one: encode(x (n, 4096)) -> (μ (R, n, d), None), one
+    batched pass for all R models (what `encode_grid` needs for R code tables at once)."""
+
+    training = False
+
+    def __init__(self, pack: PackedTrainer) -> None:
+        self.pack = pack
+        self.module = _Encoder(pack._step_module.model)
+        self._run = vmap(lambda p, x: functional_call(self.module, p, (x,)), in_dims=(0, None))
+
+    def parameters(self) -> Any:
+        return iter(self.pack.params.values())
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        params = {n: p.detach() for n, p in self.pack.params.items() if ".encoder." in n}
+        return self._run(params, x), None
 
 
 class _Step(nn.Module):
@@ -235,6 +264,11 @@ class PackedTrainer:
         gen = torch.Generator(self.device).manual_seed(self._eval_seeds[member])
         index, bs = self.test_index[:max_images], self.cfg.train.eval_batch_size
         return recon_error(self.models[member], self.table, index, bs, gen, progress)
+
+    def code_tables(self, grid: FactorGrid | None = None, progress: Any = False) -> Any:
+        """Encoder means of the active members over ds.grid (or its subgrid `grid`), from one
+        encoding pass: (R_active, len(grid), d) float32, row r for member self.active[r]."""
+        return encode_grid(PackEncoder(self), self.ds, progress=progress, grid=grid)
 
     def member_state(self, member: int) -> dict[str, Any]:
         """Member `member`'s checkpoint: exactly a solo Trainer's state_dict (weights, Adam

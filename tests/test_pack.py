@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 import torch
 
 from raywae.config import Config, from_dict, override
+from raywae.metrics import encode_grid
 from raywae.pack import PackedTrainer, check_packable
 from raywae.train import Trainer
 
@@ -117,3 +119,14 @@ def test_only_seeds_of_one_setting_pack():
     gan = from_dict({"objective": {"name": "wae_gan"}})
     with pytest.raises(ValueError, match="wae_gan"):
         check_packable([gan])
+
+
+def test_one_encoding_pass_gives_every_members_code_table(small_ds):
+    pack = PackedTrainer(cfgs("beta_vae"), small_ds)
+    pack.run(steps=3)
+    tables = pack.code_tables()
+    assert tables.shape == (3, len(small_ds.grid), 4)
+    pack.sync_models()
+    for r, member in enumerate(pack.active):
+        alone = encode_grid(pack.models[member], small_ds, progress=False)
+        np.testing.assert_allclose(tables[r], alone, rtol=1e-5, atol=1e-6)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.stats
 from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier
+from threadpoolctl import threadpool_limits
 
 from raywae.data.grid import FactorGrid
 from raywae.metrics.codes import check_table, sample_codes
@@ -66,7 +67,10 @@ def importance_gbt(
             model.fit(mus, ys[:, j])
             r[:, j] = np.abs(model.feature_importances_)
         else:
-            model = hist_gbt(seed).fit(mus, ys[:, j])
+            # One OpenMP thread: on shared cores (several trials per node) the histogram
+            # GBT's spin-waiting threads took >15x longer (bench/dci_agreement.py's note).
+            with threadpool_limits(1):
+                model = hist_gbt(seed).fit(mus, ys[:, j])
             r[:, j] = hist_gbt_importance(model, d)
         train.append(np.mean(model.predict(mus) == ys[:, j]))
         test.append(np.mean(model.predict(mus_test) == ys_test[:, j]))

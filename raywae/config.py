@@ -21,7 +21,7 @@ import yaml
 
 from raywae.data.grid import DSPRITES_NAMES
 
-EXTRA_METRICS = ("mig", "dci", "factor_vae", "sap")
+EXTRA_METRICS = ("mig", "dci", "dci_exact", "factor_vae", "sap")
 
 
 class ConfigError(ValueError):

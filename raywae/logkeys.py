@@ -12,15 +12,18 @@ TERMS = {"beta_vae": ("kl",), "wae_mmd": ("mmd",), "wae_gan": ("adv", "adv_d"), 
 EXTRA = {
     "mig": ("mig",),
     "sap": ("sap",),
-    "dci": tuple(
-        f"dci/{k}"
-        for k in (
-            "disentanglement",
-            "completeness",
-            "informativeness_train",
-            "informativeness_test",
+    **{
+        name: tuple(
+            f"{name}/{k}"
+            for k in (
+                "disentanglement",
+                "completeness",
+                "informativeness_train",
+                "informativeness_test",
+            )
         )
-    ),
+        for name in ("dci", "dci_exact")
+    },
     "factor_vae": tuple(
         f"factor_vae/{k}" for k in ("train_accuracy", "eval_accuracy", "num_active_dims")
     ),

@@ -107,8 +107,14 @@ class SweepDoc:
     storage: str = "runs"
     tracking_uri: str | None = None
     tracking: TrackingDoc = field(default_factory=TrackingDoc)
+    pack: int | Literal["auto"] = 1
 
     def __post_init__(self) -> None:
+        check(
+            self.pack == "auto" or self.pack >= 1,
+            "pack",
+            f"models per trial: a count >= 1 or 'auto', got {self.pack!r}",
+        )
         check(
             SAFE_NAME.fullmatch(self.name) is not None and ".." not in self.name,
             "name",
@@ -179,6 +185,22 @@ class SweepSpec:
     tracking_uri: str | None = None
     log_model: bool = True
     description: str = ""
+    pack: int = 1  # models per Tune trial (resolved: `auto` is already a count here)
+
+    def packs(self) -> list[list[int]]:
+        """A grid sweep's planned trials (indices into `trials()`) grouped into packs: the
+        seeds of one setting, `pack` at a time (the last pack of a setting may be smaller).
+        A pack is one Tune trial with `resources` (its GPU share is the pack's)."""
+        out: list[list[int]] = []
+        trials = self.trials()
+        for i, t in enumerate(trials):
+            prev = trials[out[-1][0]] if out else None
+            same = prev is not None and (prev.arm, prev.params) == (t.arm, t.params)
+            if same and len(out[-1]) < self.pack:
+                out[-1].append(i)
+            else:
+                out.append([i])
+        return out
 
     def trials(self) -> list[Trial]:
         """The planned trials of a grid sweep: per arm, grid product x seeds (arm order)."""
@@ -299,7 +321,9 @@ def _spec(doc: SweepDoc, source: str) -> SweepSpec:
     if search.algorithm != "grid":
         _check_same_distributions(arms)
     seeds = tuple(range(doc.seeds)) if isinstance(doc.seeds, int) else doc.seeds
+    pack = _pack(doc, arms, len(seeds))
     return SweepSpec(
+        pack=pack,
         source=source,
         name=doc.name,
         base=doc.base,
@@ -320,6 +344,22 @@ def _spec(doc: SweepDoc, source: str) -> SweepSpec:
         log_model=doc.tracking.log_model,
         description=doc.description or "",
     )
+
+
+def _pack(doc: SweepDoc, arms: dict[str, Arm], seeds: int) -> int:
+    """Models per trial. `auto`: the seeds of one setting on a GPU (resources.gpu > 0), else
+    1: on CPU cores a pack was measured slower than one model at a time (bench/paper_speed.py)."""
+    if doc.pack == "auto":
+        return seeds if doc.resources.gpu > 0 and doc.search.algorithm == "grid" else 1
+    if doc.pack > 1:
+        check(
+            doc.search.algorithm == "grid",
+            "pack",
+            "packs hold the seeds of one grid setting: optuna / random searches need pack: 1",
+        )
+        gan = [name for name, a in arms.items() if a.settings.get("objective.name") == "wae_gan"]
+        check(not gan, "pack", f"arm {gan[:1]} (wae_gan: its own adversary) cannot be packed")
+    return doc.pack
 
 
 def _as_tuple(v: str | tuple[str, ...]) -> tuple[str, ...]:

@@ -64,6 +64,16 @@ def trial_table(spec: SweepSpec) -> str:
         for arm in spec.arms.values():
             space = ", ".join(f"{k} ~ {d.kind}{list(d.args)}" for k, d in arm.space.items())
             lines.append(f"  {arm.name}: {space or '(fixed)'}")
+    if spec.algorithm == "grid" and spec.pack > 1:
+        packs = spec.packs()
+        lines.append(
+            f"packing: pack {spec.pack} -> {len(packs)} Tune trials of up to {spec.pack} "
+            "models (the seeds of one setting; resources below are per pack)"
+        )
+        for k, members in enumerate(packs):
+            lines.append(f"  pack {k}: trials {', '.join(str(i) for i in members)}")
+    else:
+        lines.append("packing: one model per Tune trial (pack 1)")
     lines.append(
         f"resources per trial: {spec.cpu} CPU, {spec.gpu} GPU; "
         f"steps per trial: {spec.config(spec.example()).train.steps}"
@@ -307,6 +317,12 @@ def run(
     prepare_store(tracking_uri)
     if resume:
         check_same_data(spec.name, tracking_uri, tags)
+    if spec.pack > 1:
+        raise SweepError(
+            f"{spec.source}: pack: {spec.pack}: packed trials are planned (--dry-run) and "
+            "trained by raywae.pack.PackedTrainer, but the Tune trainable and MLflow logging "
+            "of packs are not written yet; run with --set pack=1"
+        )
     # Trials draw bars (through the driver) only on a terminal: in a log file each redraw
     # would be one more line.
     env = {BARS_ENV: "1" if sys.stdout.isatty() else "0"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from raywae.config import Config, TrainConfig, to_dict
 from raywae.data import DSprites
-from raywae.models import build_model, build_objective
+from raywae.models import AutoEncoder, Objective, build_model, build_objective
 from raywae.progress import Bar, bar_for
 
 Callback = Callable[["Trainer", dict[str, float]], None]
@@ -66,6 +66,83 @@ def _seeds(seed: int, n: int) -> list[int]:
     ]
 
 
+def adam_options(device: torch.device) -> dict[str, bool]:
+    """Adam's implementation per device: one fused kernel on CUDA (no per-tensor launches);
+    on CPU torch's default (the for-loop one: the figures of every CPU run so far)."""
+    return {"fused": True} if device.type == "cuda" else {}
+
+
+class RunSeeds(NamedTuple):
+    """The four seeds a run derives from cfg.seed (model init, batches, noise, evaluation)."""
+
+    init: int
+    data: int
+    noise: int
+    eval: int
+
+
+def init_run(cfg: Config, device: torch.device) -> tuple[AutoEncoder, Objective, RunSeeds]:
+    """A run's model and objective on `device`, initialised as every run of cfg.seed is: on
+    the CPU from a private RNG (the same weights on every device; the caller's global torch
+    RNG is left untouched); and its seeds."""
+    seeds = RunSeeds(*_seeds(cfg.seed, 4))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seeds.init)
+        model = build_model(cfg.model)
+        objective = build_objective(cfg.objective, model)
+    return model.to(device), objective.to(device), seeds
+
+
+class DeviceData(NamedTuple):
+    """The packed image table (N, 512) uint8 and the split's flat indices, on one device."""
+
+    table: torch.Tensor
+    train_index: torch.Tensor
+    test_index: torch.Tensor
+
+
+def device_data(ds: DSprites, device: torch.device) -> DeviceData:
+    """ds.packed_all() and ds.split(seed=0) on `device` (PROTOCOL §2 split). On CPU the memory
+    map is shared through the page cache; on CUDA the table lives on the GPU, once per process."""
+    with warnings.catch_warnings():  # the memory map is read-only; we never write to it
+        warnings.simplefilter("ignore", UserWarning)
+        table = torch.from_numpy(np.asarray(ds.packed_all()))
+    train_idx, test_idx = ds.split(seed=0)
+    return DeviceData(
+        table.to(device),
+        torch.as_tensor(train_idx, dtype=torch.int64, device=device),
+        torch.as_tensor(test_idx, dtype=torch.int64, device=device),
+    )
+
+
+@torch.no_grad()
+def recon_error(
+    model: AutoEncoder,
+    table: torch.Tensor,
+    index: torch.Tensor,
+    batch_size: int,
+    gen: torch.Generator,
+    progress: bool | Bar | None = None,
+) -> dict[str, float]:
+    """PROTOCOL §6 over the test images `index`: mean summed BCE with z sampled from q(z|x)
+    by `gen` (`test/recon`) and with z = μ (`test/recon_mean`). progress: see Trainer.evaluate."""
+    totals = torch.zeros(2, dtype=torch.float64, device=table.device)
+    n = index.shape[0]
+    was_training = model.training
+    model.eval()
+    starts = range(0, n, batch_size)
+    bar = bar_for(len(starts) > 20 if progress is None else progress, starts)
+    for start in bar(starts, desc="test recon", unit="batch"):
+        x = unpack_bits(table[index[start : start + batch_size]])
+        mu, s = model.encode(x)
+        for k, z in enumerate((model.posterior.sample(mu, s, gen), mu)):
+            logits = model.decode(z)
+            totals[k] += F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
+    model.train(was_training)
+    recon, recon_mean = (totals / max(n, 1)).tolist()
+    return {"test/recon": recon, "test/recon_mean": recon_mean}
+
+
 class Trainer:
     """Model, objective, optimizers, data and RNGs of one run, all derived from cfg.seed.
 
@@ -76,30 +153,17 @@ class Trainer:
     def __init__(self, cfg: Config, ds: DSprites) -> None:
         self.cfg, self.ds = cfg, ds
         self.device = resolve_device(cfg.train.device)
-        init_seed, data_seed, noise_seed, self._eval_seed = _seeds(cfg.seed, 4)
-        # Initialise on the CPU from a private RNG: the same weights on every device, and the
-        # caller's global torch RNG is left untouched.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(init_seed)
-            self.model = build_model(cfg.model)
-            self.objective = build_objective(cfg.objective, self.model)
-        self.model.to(self.device)
-        self.objective.to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr)
+        self.model, self.objective, seeds = init_run(cfg, self.device)
+        self._eval_seed = seeds.eval
+        adam = adam_options(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr, **adam)
         adv_params = list(self.objective.parameters())
         self.adv_optimizer = (
-            torch.optim.Adam(adv_params, lr=cfg.objective.adv_lr) if adv_params else None
+            torch.optim.Adam(adv_params, lr=cfg.objective.adv_lr, **adam) if adv_params else None
         )
-        self.data_gen = torch.Generator(self.device).manual_seed(data_seed)
-        self.noise_gen = torch.Generator(self.device).manual_seed(noise_seed)
-        with warnings.catch_warnings():  # the memory map is read-only; we never write to it
-            warnings.simplefilter("ignore", UserWarning)
-            table = torch.from_numpy(np.asarray(ds.packed_all()))
-        # On CPU the memory map is shared through the page cache; on CUDA it lives on the GPU.
-        self.table = table.to(self.device)
-        train_idx, test_idx = ds.split(seed=0)
-        self.train_index = torch.as_tensor(train_idx, dtype=torch.int64, device=self.device)
-        self.test_index = torch.as_tensor(test_idx, dtype=torch.int64, device=self.device)
+        self.data_gen = torch.Generator(self.device).manual_seed(seeds.data)
+        self.noise_gen = torch.Generator(self.device).manual_seed(seeds.noise)
+        self.table, self.train_index, self.test_index = device_data(ds, self.device)
         self.step = 0
         self._names: list[str] | None = None
         self._rows: list[torch.Tensor] = []
@@ -185,7 +249,6 @@ class Trainer:
                     self._window_start = time.perf_counter()  # callback time is not training
         return logs
 
-    @torch.no_grad()
     def evaluate(self, max_images: int | None = None, progress: bool | Bar | None = None) -> dict:
         """PROTOCOL §6 over the test split (or its first max_images): mean summed BCE with z
         sampled from q(z|x) (`test/recon`) and with z = μ (`test/recon_mean`).
@@ -193,23 +256,9 @@ class Trainer:
         Uses its own generator seeded from cfg.seed: repeatable, and it leaves the training
         RNGs alone. progress: a bar (True / False / a tqdm-like factory; default: a tqdm bar
         when there are more than 20 batches)."""
-        index = self.test_index[:max_images]
-        bs, n = self.cfg.train.eval_batch_size, index.shape[0]
         gen = torch.Generator(self.device).manual_seed(self._eval_seed)
-        totals = torch.zeros(2, dtype=torch.float64, device=self.device)
-        was_training = self.model.training
-        self.model.eval()
-        starts = range(0, n, bs)
-        bar = bar_for(len(starts) > 20 if progress is None else progress, starts)
-        for start in bar(starts, desc="test recon", unit="batch"):
-            x = unpack_bits(self.table[index[start : start + bs]])
-            mu, s = self.model.encode(x)
-            for k, z in enumerate((self.model.posterior.sample(mu, s, gen), mu)):
-                logits = self.model.decode(z)
-                totals[k] += F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
-        self.model.train(was_training)
-        recon, recon_mean = (totals / max(n, 1)).tolist()
-        return {"test/recon": recon, "test/recon_mean": recon_mean}
+        index, bs = self.test_index[:max_images], self.cfg.train.eval_batch_size
+        return recon_error(self.model, self.table, index, bs, gen, progress)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs: weights, optimizers, step and every RNG state.

@@ -127,7 +127,7 @@ def test_sap_matrix_puts_each_factor_on_its_own_code(grid, tables):
 
 # --- registry and report -------------------------------------------------------------------
 def test_registry_and_report(grid, tables):
-    assert set(EXTRA_METRICS) == {"mig", "dci", "factor_vae", "sap"}
+    assert set(EXTRA_METRICS) == {"mig", "dci", "dci_exact", "factor_vae", "sap"}
     out = report(tables["true"][:, :3], grid, seed=0, extra=("mig", "factor_vae"), steps=200)
     for k in (4, 5):
         assert {f"metric/beta_vae_{k}", f"metric/beta_vae_{k}/eval"} <= set(out)

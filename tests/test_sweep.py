@@ -66,6 +66,29 @@ def test_dry_run_counts(name: str, count: int, capsys: pytest.CaptureFixture) ->
         assert sorted({t.seed for t in trials if t.arm == arm}) == list(range(10))
 
 
+def test_packing_plan(capsys: pytest.CaptureFixture) -> None:
+    paper = SPACES / "paper.yaml"
+    assert load(paper).pack == 1  # the default: one model per trial, as before packs
+    assert load(paper, {"pack": "auto", "resources.gpu": 0}).pack == 1  # CPU: no packing
+    spec = load(paper, {"pack": "auto"})  # paper.yaml asks for a GPU share per trial
+    trials, packs = spec.trials(), spec.packs()
+    assert spec.pack == 10 and len(packs) == 27
+    spec4 = load(paper, {"pack": 4, "resources.gpu": 0})
+    for plan, size in ((packs, 10), (spec4.packs(), 4)):
+        assert sorted(i for p in plan for i in p) == list(range(len(trials)))
+        for members in plan:
+            assert len({(trials[i].arm, tuple(trials[i].params.items())) for i in members}) == 1
+            assert 1 <= len(members) <= size
+    assert [len(p) for p in spec4.packs()[:3]] == [4, 4, 2]  # 10 seeds of one setting
+    assert main([str(paper), "--dry-run", "--set", "pack=4"]) == 0
+    out = capsys.readouterr().out
+    assert "pack 4 -> 81 Tune trials" in out and "pack 2: trials 8, 9" in out
+    with pytest.raises(ConfigError, match="optuna / random searches need pack: 1"):
+        load(SPACES / "wae_optuna.yaml", {"pack": 2})
+    with pytest.raises(ConfigError, match="pack: models per trial"):
+        load(paper, {"pack": 0})
+
+
 def test_shipped_spaces_all_load() -> None:
     for path in SPACES.glob("*.yaml"):
         spec = load(path)

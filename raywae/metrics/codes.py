@@ -62,7 +62,8 @@ def encode_grid(
     progress: show a bar (True / False) or a tqdm-like factory (see raywae.progress).
     grid: a subgrid of ds.grid (e.g. `ds.grid.subgrid(orientation=2)`) for a cheaper table;
         the metrics then take that grid with the codes.
-    Returns codes: (len(grid), d) float32; row i is mu(x_i) for flat index i of the grid.
+    Returns codes: (len(grid), d) float32; row i is mu(x_i) for flat index i of the grid
+    ((R, len(grid), d) for a model whose encode gives (R, n, d): a pack, in one pass).
     The model runs in eval mode under no_grad; its previous train/eval mode is restored.
     """
     device = torch.device(device) if device is not None else _model_device(model)
@@ -79,10 +80,10 @@ def encode_grid(
                 index = np.arange(start, min(start + batch_size, n))
                 pixels = _flat_images(ds, index if rows is None else rows[index])
                 x = torch.from_numpy(pixels).to(device).float()
-                mu = model.encode(x)[0]
+                mu = model.encode(x)[0]  # (n, d), or (R, n, d) from R packed models at once
                 if out is None:  # d is known only after the first batch
-                    out = np.empty((n, mu.shape[1]), dtype=np.float32)
-                out[index] = mu.float().cpu().numpy()
+                    out = np.empty((*mu.shape[:-2], n, mu.shape[-1]), dtype=np.float32)
+                out[..., index, :] = mu.float().cpu().numpy()
     finally:
         if was_training and hasattr(model, "train"):
             model.train()

@@ -64,6 +64,9 @@ def batch_gaussian(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, c.T @ c / (z.shape[0] - 1)
 
 
+Noise = dict[str, torch.Tensor]  # a step's random draws (Objective.noise)
+
+
 class Loss(NamedTuple):
     """total: () the auto-encoder loss; terms: unweighted named parts; z: (n, d) codes."""
 
@@ -80,17 +83,32 @@ class Objective(nn.Module):
         self.cfg = cfg
         self.posterior, self.prior, self.latent_dim = model.posterior, model.prior, model.latent_dim
 
+    draws_prior = False  # the regulariser needs n prior samples per step
+
     def regulariser(
-        self, mu: torch.Tensor, s: torch.Tensor, z: torch.Tensor, gen: torch.Generator
+        self, mu: torch.Tensor, s: torch.Tensor, z: torch.Tensor, noise: Noise
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
+    def noise(self, x: torch.Tensor, generator: torch.Generator) -> Noise:
+        """Every random draw of one step on x: (n, 4096), from `generator`, in the order the
+        step has always made them: "eps" (n, d), the posterior's, then "prior" (n, d), raw
+        prior draws (WAE-MMD). A pure `loss` of these is what a packed trainer vmaps."""
+        eps = self.posterior.noise(x.new_empty(x.shape[0], self.latent_dim), generator)
+        if not self.draws_prior:
+            return {"eps": eps}
+        return {"eps": eps, "prior": self.prior.noise(x.shape[0], self.latent_dim, generator)}
+
     def forward(self, model: AutoEncoder, x: torch.Tensor, generator: torch.Generator) -> Loss:
         """x: (n, 4096) in [0, 1]; noise (posterior, prior samples) from `generator`."""
+        return self.loss(model, x, self.noise(x, generator))
+
+    def loss(self, model: AutoEncoder, x: torch.Tensor, noise: Noise) -> Loss:
+        """x: (n, 4096) in [0, 1]; noise: `self.noise(x, generator)`. No randomness inside."""
         mu, s = model.encode(x)
-        z = model.posterior.sample(mu, s, generator)
+        z = model.posterior.reparam(mu, s, noise["eps"])
         recon = recon_bce(model.decode(z), x)
-        reg, terms = self.regulariser(mu, s, z, generator)
+        reg, terms = self.regulariser(mu, s, z, noise)
         lp = self.cfg.lp_lambda
         # Without a weight the penalty is only logged: keep it out of the autograd graph.
         penalty = logscale_penalty(s if lp > 0 else s.detach(), self.cfg.p)
@@ -106,7 +124,7 @@ class Objective(nn.Module):
 class BetaVAE(Objective):
     """β-VAE: recon + β·KL(q(z|x) ‖ N(0, I)) (Higgins et al. 2017)."""
 
-    def regulariser(self, mu, s, z, gen):
+    def regulariser(self, mu, s, z, noise):
         kl = self.posterior.kl_std_normal(mu, s).mean()
         return self.cfg.beta * kl, {"kl": kl}
 
@@ -114,8 +132,10 @@ class BetaVAE(Objective):
 class WAEMMD(Objective):
     """WAE-MMD: recon + λ·MMD²_IMQ(Q_Z, P_Z), n fresh prior samples per step."""
 
-    def regulariser(self, mu, s, z, gen):
-        zp = self.prior.sample(z.shape[0], self.latent_dim, gen)
+    draws_prior = True
+
+    def regulariser(self, mu, s, z, noise):
+        zp = self.prior.transform(noise["prior"])
         mmd = mmd2_imq(z, zp)
         return self.cfg.lam * mmd, {"mmd": mmd}
 
@@ -123,7 +143,7 @@ class WAEMMD(Objective):
 class WWAE(Objective):
     """WWAE: recon + λ·W₂²(N(μ_q, Σ_q), N(0, I)) with μ_q, Σ_q fitted to the batch's codes."""
 
-    def regulariser(self, mu, s, z, gen):
+    def regulariser(self, mu, s, z, noise):
         w2 = w2_squared_to_std_normal(*batch_gaussian(z))
         return self.cfg.lam * w2, {"w2": w2}
 
@@ -140,7 +160,7 @@ class WAEGAN(Objective):
         layers = [m for a, b in zip(dims, dims[1:]) for m in (nn.Linear(a, b), nn.ReLU())]
         self.adversary = nn.Sequential(*layers, nn.Linear(512, 1))
 
-    def regulariser(self, mu, s, z, gen):
+    def regulariser(self, mu, s, z, noise):
         # Frozen for this pass: the encoder term must not put gradients on D's weights.
         self.adversary.requires_grad_(False)
         logits = self.adversary(z)

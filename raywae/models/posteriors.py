@@ -24,12 +24,19 @@ class GaussianPosterior:
         """Raw head (n, d) -> log-variance (n, d); the clip keeps exp(s) finite early on."""
         return s.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
+    def noise(self, mu: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """ε ~ N(0, I) shaped like μ: the one random draw of `sample`."""
+        return torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+
+    def reparam(self, mu: torch.Tensor, s: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """z = μ + exp(½s)·ε: (n, d) -> (n, d) (reparameterised)."""
+        return mu + torch.exp(0.5 * s) * eps
+
     def sample(
         self, mu: torch.Tensor, s: torch.Tensor, generator: torch.Generator | None
     ) -> torch.Tensor:
         """z = μ + exp(½s)·ε, ε ~ N(0, I): (n, d) -> (n, d) (reparameterised)."""
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-        return mu + torch.exp(0.5 * s) * eps
+        return self.reparam(mu, s, self.noise(mu, generator))
 
     def kl_std_normal(self, mu: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """KL(N(μ, e^s) ‖ N(0, I)) = ½ Σ_i (μ_i² + e^{s_i} − 1 − s_i): (n, d) -> (n,)."""
@@ -55,14 +62,21 @@ class BoxPosterior:
         """The log side-length ℓ is used as is (PROTOCOL §3 clips only the Gaussian)."""
         return s
 
+    def noise(self, mu: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """u ~ U[0, 1)^d shaped like μ: the one random draw of `sample`."""
+        return torch.rand(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+
+    def reparam(self, mu: torch.Tensor, s: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """z = μ + e^ℓ ⊙ (u − ½) (centre) or μ + e^ℓ ⊙ u (corner): (n, d) -> (n, d)."""
+        return mu + torch.exp(s) * (u - 0.5 if self.anchor == "centre" else u)
+
     def sample(
         self, mu: torch.Tensor, s: torch.Tensor, generator: torch.Generator | None
     ) -> torch.Tensor:
         """z = μ + e^ℓ ⊙ (u − ½) (centre) or μ + e^ℓ ⊙ u (corner), u ~ U[0, 1)^d.
 
         (n, d) -> (n, d), reparameterised."""
-        u = torch.rand(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-        return mu + torch.exp(s) * (u - 0.5 if self.anchor == "centre" else u)
+        return self.reparam(mu, s, self.noise(mu, generator))
 
     def kl_std_normal(self, mu: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """KL(U(box) ‖ N(0, I)) = Σ_i [−ℓ_i + ½ log 2π + ½(m_i² + e^{2ℓ_i}/12)]: (n, d) -> (n,).
@@ -80,9 +94,16 @@ class GaussianPrior:
     name = "gaussian"
     span = 2.0
 
+    def noise(self, n: int, d: int, generator: torch.Generator) -> torch.Tensor:
+        """The raw draw of `sample`: (n, d) float32 N(0, 1) on the generator's device."""
+        return torch.randn(n, d, generator=generator, device=generator.device)
+
+    def transform(self, noise: torch.Tensor) -> torch.Tensor:
+        return noise
+
     def sample(self, n: int, d: int, generator: torch.Generator) -> torch.Tensor:
         """(n, d) float32 on the generator's device."""
-        return torch.randn(n, d, generator=generator, device=generator.device)
+        return self.transform(self.noise(n, d, generator))
 
 
 class UniformPrior:
@@ -91,9 +112,16 @@ class UniformPrior:
     name = "uniform"
     span = 1.0
 
+    def noise(self, n: int, d: int, generator: torch.Generator) -> torch.Tensor:
+        """The raw draw of `sample`: (n, d) float32 U[0, 1) on the generator's device."""
+        return torch.rand(n, d, generator=generator, device=generator.device)
+
+    def transform(self, noise: torch.Tensor) -> torch.Tensor:
+        return 2.0 * noise - 1.0
+
     def sample(self, n: int, d: int, generator: torch.Generator) -> torch.Tensor:
         """(n, d) float32 on the generator's device."""
-        return 2.0 * torch.rand(n, d, generator=generator, device=generator.device) - 1.0
+        return self.transform(self.noise(n, d, generator))
 
 
 Posterior = GaussianPosterior | BoxPosterior

@@ -1,0 +1,132 @@
+"""Packed replicates: R models trained at once equal R solo runs of the same seeds (float
+tolerance), a diverging member leaves the pack alone, a pack resumes bit-exactly on CPU."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from raywae.config import Config, from_dict, override
+from raywae.metrics import encode_grid
+from raywae.pack import PackedTrainer, check_packable
+from raywae.train import Trainer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+# Batched and plain kernels round differently (~1e-7); Adam divides a gradient by its own
+# running scale, so a weight whose gradient is ~0 can move by a part of one step (lr = 1e-3)
+# either way. Tolerance: a tenth of one Adam step, far below what training moves.
+TOL = {"rtol": 1e-4, "atol": 1e-4}
+FAMILIES = {
+    "beta_vae": {"objective": {"name": "beta_vae", "beta": 4.0, "lp_lambda": 0.1}},
+    "wae_box": {
+        "objective": {"name": "wae_mmd", "lam": 100.0, "lp_lambda": 1.0},
+        "model": {"posterior": "box", "prior": "uniform"},
+    },
+    "wwae": {"objective": {"name": "wwae", "lam": 10.0}},
+}
+
+
+def cfgs(family: str, seeds=(0, 1, 2), **train) -> list[Config]:
+    base = from_dict(
+        {
+            "model": {"hidden": 32, "latent_dim": 4, **FAMILIES[family].get("model", {})},
+            "objective": FAMILIES[family]["objective"],
+            "train": {"steps": 12, "batch_size": 16, "report_every": 4, "device": "cpu", **train},
+        }
+    )
+    return [override(base, {"seed": s}) for s in seeds]
+
+
+def solo(cfg: Config, ds) -> tuple[Trainer, list[dict]]:
+    trainer, logs = Trainer(cfg, ds), []
+    trainer.run(callback=lambda t, window: logs.append(window))
+    return trainer, logs
+
+
+def figures(logs: dict) -> dict:
+    return {k: v for k, v in logs.items() if not k.startswith("time/")}
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_pack_equals_solo_runs(small_ds, family):
+    configs = cfgs(family)
+    pack, windows = PackedTrainer(configs, small_ds), []
+    pack.run(callback=lambda p, logs: windows.append(logs))
+    assert pack.active == [0, 1, 2] and not pack.failed
+    for m, cfg in enumerate(configs):
+        trainer, logs = solo(cfg, small_ds)
+        ours = pack.member_state(m)
+        torch.testing.assert_close(ours["model"], trainer.model.state_dict(), **TOL)
+        for w, s in zip(windows, logs, strict=True):
+            assert figures(w[m]) == pytest.approx(figures(s), rel=1e-4, abs=1e-5)
+        assert pack.evaluate(m, max_images=300) == pytest.approx(
+            trainer.evaluate(max_images=300), rel=1e-4
+        )
+    # the seeds differ: packing must not have tied the models together
+    assert not torch.allclose(
+        pack.params["model.encoder.mean.weight"][0], pack.params["model.encoder.mean.weight"][1]
+    )
+
+
+def test_diverging_member_leaves_the_others_training(small_ds):
+    configs = cfgs("beta_vae")
+    pack = PackedTrainer(configs, small_ds)
+    pack.run(steps=5)
+    with torch.no_grad():  # member 1's decoder emits NaN logits from step 6 on
+        pack.params["model.decoder.net.6.bias"][1, 0] = float("nan")
+    windows = []
+    pack.run(callback=lambda p, logs: windows.append(logs))
+    assert pack.active == [0, 2] and pack.step == 12
+    assert (pack.failed[1].term, pack.failed[1].step) == ("recon", 6)
+    assert all(set(w) == {0, 2} for w in windows)
+    for m in (0, 2):
+        trainer, _ = solo(configs[m], small_ds)
+        torch.testing.assert_close(pack.member_state(m)["model"], trainer.model.state_dict(), **TOL)
+
+
+def test_pack_resumes_bit_exactly_and_slices_are_solo_checkpoints(small_ds):
+    configs = cfgs("wae_box")
+    whole = PackedTrainer(configs, small_ds)
+    whole.run()
+    first = PackedTrainer(configs, small_ds)
+    first.run(steps=5)
+    buf = io.BytesIO()
+    torch.save(first.state_dict(), buf)
+    first.run(steps=2)  # training on must not leak into the saved bytes
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=True)
+    resumed = PackedTrainer(configs, small_ds)
+    resumed.load_state_dict(saved)
+    resumed.run()
+    assert resumed.step == whole.step == 12
+    for name, p in whole.params.items():
+        assert torch.equal(p, resumed.params[name]), name
+    # a member's slice is a solo checkpoint: a solo Trainer continues it
+    alone = Trainer(configs[2], small_ds)
+    alone.load_state_dict(saved["members"][2])
+    alone.run()
+    torch.testing.assert_close(whole.member_state(2)["model"], alone.model.state_dict(), **TOL)
+
+
+def test_only_seeds_of_one_setting_pack():
+    a, b = cfgs("beta_vae", seeds=(0, 1))
+    check_packable([a, b])
+    with pytest.raises(ValueError, match=r"member 1 differs .*objective"):
+        check_packable([a, override(b, {"objective.beta": 2.0})])
+    gan = from_dict({"objective": {"name": "wae_gan"}})
+    with pytest.raises(ValueError, match="wae_gan"):
+        check_packable([gan])
+
+
+def test_one_encoding_pass_gives_every_members_code_table(small_ds):
+    pack = PackedTrainer(cfgs("beta_vae"), small_ds)
+    pack.run(steps=3)
+    tables = pack.code_tables()
+    assert tables.shape == (3, len(small_ds.grid), 4)
+    pack.sync_models()
+    for r, member in enumerate(pack.active):
+        alone = encode_grid(pack.models[member], small_ds, progress=False)
+        np.testing.assert_allclose(tables[r], alone, rtol=1e-5, atol=1e-6)

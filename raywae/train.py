@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from raywae.config import Config, TrainConfig, to_dict
 from raywae.data import DSprites
+from raywae.data.imageset import ImageSet
 from raywae.models import build_model, build_objective
 from raywae.progress import Bar, bar_for
 
@@ -69,11 +70,13 @@ def _seeds(seed: int, n: int) -> list[int]:
 class Trainer:
     """Model, objective, optimizers, data and RNGs of one run, all derived from cfg.seed.
 
-    ds: its packed_all() table and split(seed=0) are used. Batches are drawn uniformly with
-    replacement from the train split (PROTOCOL §2 split, seed 0) and unpacked on the device.
+    ds: dSprites (its packed_all() table and split(seed=0); PROTOCOL §2) or an ImageSet (its
+    float table, train rows then test rows). Batches are drawn uniformly with replacement
+    from the train split and unpacked on the device. Optimizers: Adam on the auto-encoder,
+    and, when the objective has them, one for WAE-GAN's adversary and one for ACAI's critic.
     """
 
-    def __init__(self, cfg: Config, ds: DSprites) -> None:
+    def __init__(self, cfg: Config, ds: DSprites | ImageSet) -> None:
         self.cfg, self.ds = cfg, ds
         self.device = resolve_device(cfg.train.device)
         init_seed, data_seed, noise_seed, self._eval_seed = _seeds(cfg.seed, 4)
@@ -82,22 +85,31 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
             self.model = build_model(cfg.model)
-            self.objective = build_objective(cfg.objective, self.model)
+            self.objective = build_objective(cfg.objective, self.model, cfg.model.depth)
         self.model.to(self.device)
         self.objective.to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr)
-        adv_params = list(self.objective.parameters())
+        adv, critic = self.objective.adversary, self.objective.critic
         self.adv_optimizer = (
-            torch.optim.Adam(adv_params, lr=cfg.objective.adv_lr) if adv_params else None
+            torch.optim.Adam(adv.parameters(), lr=cfg.objective.adv_lr) if adv else None
+        )
+        self.critic_optimizer = (
+            torch.optim.Adam(critic.parameters(), lr=cfg.objective.critic_lr) if critic else None
         )
         self.data_gen = torch.Generator(self.device).manual_seed(data_seed)
         self.noise_gen = torch.Generator(self.device).manual_seed(noise_seed)
-        with warnings.catch_warnings():  # the memory map is read-only; we never write to it
-            warnings.simplefilter("ignore", UserWarning)
-            table = torch.from_numpy(np.asarray(ds.packed_all()))
+        self.packed = isinstance(ds, DSprites)
+        if self.packed:
+            with warnings.catch_warnings():  # the memory map is read-only; we never write to it
+                warnings.simplefilter("ignore", UserWarning)
+                table = torch.from_numpy(np.asarray(ds.packed_all()))
+            train_idx, test_idx = ds.split(seed=0)
+        else:
+            table = torch.from_numpy(ds.table())
+            n_train = len(ds.train)
+            train_idx, test_idx = np.arange(n_train), np.arange(n_train, len(table))
         # On CPU the memory map is shared through the page cache; on CUDA it lives on the GPU.
         self.table = table.to(self.device)
-        train_idx, test_idx = ds.split(seed=0)
         self.train_index = torch.as_tensor(train_idx, dtype=torch.int64, device=self.device)
         self.test_index = torch.as_tensor(test_idx, dtype=torch.int64, device=self.device)
         self.step = 0
@@ -106,13 +118,18 @@ class Trainer:
         self._window_start = time.perf_counter()
 
     # --- one step ---------------------------------------------------------------------------
+    def rows(self, index: torch.Tensor) -> torch.Tensor:
+        """Table rows -> (k, pixels) float32 images in [0, 1] on the device."""
+        rows = self.table[index]
+        return unpack_bits(rows) if self.packed else rows
+
     def _batch(self) -> torch.Tensor:
-        """(B, 4096) float32 train images."""
+        """(B, pixels) float32 train images."""
         n = self.train_index.shape[0]
         pick = torch.randint(
             n, (self.cfg.train.batch_size,), generator=self.data_gen, device=self.device
         )
-        return unpack_bits(self.table[self.train_index[pick]])
+        return self.rows(self.train_index[pick])
 
     def _train_step(self) -> None:
         for group in self.optimizer.param_groups:
@@ -122,6 +139,7 @@ class Trainer:
         row = torch.stack([t.detach() for t in terms.values()])
         if self._names is None:
             self._names = list(terms) + (["adv_d"] if self.adv_optimizer else [])
+            self._names += ["acai_critic"] if self.critic_optimizer else []
         # On CPU the check is free: stop before a non-finite loss touches the weights. On CUDA
         # it would sync every step, so the rows are checked when the window is reported.
         if self.device.type == "cpu":
@@ -135,6 +153,14 @@ class Trainer:
             adv.backward()
             self.adv_optimizer.step()
             row = torch.cat([row, adv.detach()[None]])
+            if self.device.type == "cpu":
+                self._check(row[None], self.step + 1)
+        if self.critic_optimizer is not None:
+            critic = self.objective.critic_loss(out.acai)
+            self.critic_optimizer.zero_grad(set_to_none=True)
+            critic.backward()
+            self.critic_optimizer.step()
+            row = torch.cat([row, critic.detach()[None]])
             if self.device.type == "cpu":
                 self._check(row[None], self.step + 1)
         self._rows.append(row)
@@ -202,7 +228,7 @@ class Trainer:
         starts = range(0, n, bs)
         bar = bar_for(len(starts) > 20 if progress is None else progress, starts)
         for start in bar(starts, desc="test recon", unit="batch"):
-            x = unpack_bits(self.table[index[start : start + bs]])
+            x = self.rows(index[start : start + bs])
             mu, s = self.model.encode(x)
             for k, z in enumerate((self.model.posterior.sample(mu, s, gen), mu)):
                 logits = self.model.decode(z)
@@ -219,6 +245,9 @@ class Trainer:
             "objective": self.objective.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "adv_optimizer": self.adv_optimizer.state_dict() if self.adv_optimizer else None,
+            "critic_optimizer": (
+                self.critic_optimizer.state_dict() if self.critic_optimizer else None
+            ),
             "step": self.step,
             "rng": {"data": self.data_gen.get_state(), "noise": self.noise_gen.get_state()},
             "config": to_dict(self.cfg),
@@ -231,6 +260,8 @@ class Trainer:
         self.optimizer.load_state_dict(sd["optimizer"])
         if self.adv_optimizer is not None:
             self.adv_optimizer.load_state_dict(sd["adv_optimizer"])
+        if self.critic_optimizer is not None:
+            self.critic_optimizer.load_state_dict(sd["critic_optimizer"])
         self.step = int(sd["step"])
         self.data_gen.set_state(sd["rng"]["data"].cpu())
         self.noise_gen.set_state(sd["rng"]["noise"].cpu())

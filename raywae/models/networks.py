@@ -1,7 +1,8 @@
 """Encoder / decoder networks and the AutoEncoder that ties them to a posterior and prior.
 
 `fc`: Higgins et al. (2017) Table 1 row 1 (PROTOCOL §3). `conv`: the 4-conv 64×64 network
-of Burgess et al. (2018) / disentanglement_lib, offered as an option.
+of Burgess et al. (2018) / disentanglement_lib, offered as an option. `conv32`: the ACAI
+paper's 32×32 network (Berthelot et al. 2019) for lines and MNIST, and its critic.
 """
 
 from __future__ import annotations
@@ -85,6 +86,81 @@ class ConvDecoder(nn.Module):
         return self.deconv(self.fc(z).view(-1, 64, 4, 4)).flatten(1)
 
 
+SIDE32, LATENT_WIDTH = 32, 2  # conv32: 32×32 inputs, a 2×2 code grid (ACAI's lines setting)
+
+
+def conv32_body(depth: int) -> tuple[nn.Sequential, int]:
+    """ACAI's encoder trunk: 1×1 conv to `depth`, then per scale two 3×3 convs (depth·2^k
+    channels, leaky ReLU 0.2) and 2×2 average pooling, down to 2×2; then a 3×3 conv to
+    depth·2^scales. Returns the trunk and its output channels."""
+    scales = (SIDE32 // LATENT_WIDTH).bit_length() - 1
+    act = nn.LeakyReLU(0.2)
+    layers: list[nn.Module] = [nn.Conv2d(1, depth, 1)]
+    ch = depth
+    for k in range(scales):
+        out = depth << k
+        layers += [nn.Conv2d(ch, out, 3, padding=1), act, nn.Conv2d(out, out, 3, padding=1), act]
+        layers.append(nn.AvgPool2d(2))
+        ch = out
+    layers += [nn.Conv2d(ch, depth << scales, 3, padding=1), act]
+    return nn.Sequential(*layers), depth << scales
+
+
+class Conv32Encoder(nn.Module):
+    """x: (n, 1024) in [0, 1] (centred to [−1, 1]) -> trunk -> 3×3 convs to the code grid:
+    μ (2×2×c, tanh or linear) and log-scale (2×2×c); c = latent_dim / 4."""
+
+    def __init__(self, latent_dim: int, depth: int = 16, mean_head: str = "tanh") -> None:
+        super().__init__()
+        self.body, ch = conv32_body(depth)
+        c = latent_dim // (LATENT_WIDTH * LATENT_WIDTH)
+        self.mean = nn.Conv2d(ch, c, 3, padding=1)
+        self.logscale = nn.Conv2d(ch, c, 3, padding=1)
+        self.squash = mean_head == "tanh"
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(2.0 * x.view(-1, 1, SIDE32, SIDE32) - 1.0)
+        mu = self.mean(h).flatten(1)
+        return (torch.tanh(mu) if self.squash else mu), self.logscale(h).flatten(1)
+
+
+class Conv32Decoder(nn.Module):
+    """z: (n, latent_dim) as a 2×2×c grid -> per scale two 3×3 convs (leaky ReLU) and 2×
+    nearest upsampling, then a 3×3 conv to `depth` and one to 1 channel: logits (n, 1024)."""
+
+    def __init__(self, latent_dim: int, depth: int = 16, mean_head: str = "tanh") -> None:
+        super().__init__()
+        scales = (SIDE32 // LATENT_WIDTH).bit_length() - 1
+        act = nn.LeakyReLU(0.2)
+        ch = latent_dim // (LATENT_WIDTH * LATENT_WIDTH)
+        layers: list[nn.Module] = []
+        for k in range(scales - 1, -1, -1):
+            out = depth << k
+            layers += [nn.Conv2d(ch, out, 3, padding=1), act, nn.Conv2d(out, out, 3, padding=1)]
+            layers += [act, nn.Upsample(scale_factor=2, mode="nearest")]
+            ch = out
+        layers += [nn.Conv2d(ch, depth, 3, padding=1), act, nn.Conv2d(depth, 1, 3, padding=1)]
+        self.net = nn.Sequential(*layers)
+        self.grid = latent_dim // (LATENT_WIDTH * LATENT_WIDTH)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z.view(-1, self.grid, LATENT_WIDTH, LATENT_WIDTH)).flatten(1)
+
+
+class Critic(nn.Module):
+    """The ACAI critic: the conv32 encoder's architecture (trunk + a 3×3 conv to c channels),
+    its output averaged to one scalar per image. x: (n, 1024) in [0, 1] -> (n,)."""
+
+    def __init__(self, latent_dim: int, depth: int = 16) -> None:
+        super().__init__()
+        self.body, ch = conv32_body(depth)
+        self.head = nn.Conv2d(ch, latent_dim // (LATENT_WIDTH * LATENT_WIDTH), 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.body(2.0 * x.view(-1, 1, SIDE32, SIDE32) - 1.0)
+        return self.head(h).mean((1, 2, 3))
+
+
 class AutoEncoder(nn.Module):
     """Encoder + decoder + the posterior family and prior they are trained with."""
 
@@ -109,6 +185,7 @@ class AutoEncoder(nn.Module):
 ARCHS: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
     "fc": (FCEncoder, FCDecoder),
     "conv": (ConvEncoder, ConvDecoder),
+    "conv32": (Conv32Encoder, Conv32Decoder),
 }
 
 
@@ -125,12 +202,15 @@ def glorot_(module: nn.Module) -> None:
 def build_model(cfg: ModelConfig) -> AutoEncoder:
     """The AutoEncoder a ModelConfig names (initialised from torch's global RNG).
 
-    `hidden` sets the FC width; the conv arch keeps its own 256-unit layers. init="glorot"
+    `hidden` sets the FC width; the conv arch keeps its own 256-unit layers; conv32 takes
+    `depth` and `mean_head` (fc and conv always squash μ with tanh, PROTOCOL §3). init="glorot"
     re-initialises encoder and decoder with `glorot_` (PROTOCOL §3); "torch" keeps PyTorch's
     defaults. The box posterior is built with cfg.box_anchor.
     """
     enc_cls, dec_cls = ARCHS[cfg.arch]
-    width = {"hidden": cfg.hidden} if cfg.arch == "fc" else {}
+    width: dict = {"hidden": cfg.hidden} if cfg.arch == "fc" else {}
+    if cfg.arch == "conv32":
+        width = {"depth": cfg.depth, "mean_head": cfg.mean_head}
     encoder, decoder = enc_cls(cfg.latent_dim, **width), dec_cls(cfg.latent_dim, **width)
     if cfg.init == "glorot":
         glorot_(encoder)

@@ -74,6 +74,22 @@ class BoxPosterior:
         return (-s + 0.5 * math.log(2 * math.pi) + 0.5 * (m.pow(2) + (2 * s).exp() / 12)).sum(1)
 
 
+class DeterministicPosterior:
+    """q(z|x) = δ(μ): a deterministic encoder (the WAE and ACAI papers' choice); the log-scale
+    head is computed but unused (its penalty is only logged)."""
+
+    name = "deterministic"
+
+    def clip(self, s: torch.Tensor) -> torch.Tensor:
+        return s
+
+    def sample(
+        self, mu: torch.Tensor, s: torch.Tensor, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """z = μ: (n, d) -> (n, d)."""
+        return mu
+
+
 class GaussianPrior:
     """p(z) = N(0, I). span: latent traversals sweep each code over [−span, span] (±2 σ)."""
 
@@ -96,7 +112,11 @@ class UniformPrior:
         return 2.0 * torch.rand(n, d, generator=generator, device=generator.device) - 1.0
 
 
-Posterior = GaussianPosterior | BoxPosterior
+Posterior = GaussianPosterior | BoxPosterior | DeterministicPosterior
 Prior = GaussianPrior | UniformPrior
-POSTERIORS: dict[str, type[Posterior]] = {"gaussian": GaussianPosterior, "box": BoxPosterior}
+POSTERIORS: dict[str, type[Posterior]] = {
+    "gaussian": GaussianPosterior,
+    "box": BoxPosterior,
+    "deterministic": DeterministicPosterior,
+}
 PRIORS: dict[str, Prior] = {"gaussian": GaussianPrior(), "uniform": UniformPrior()}

@@ -42,7 +42,9 @@ def reported(cfg: Config) -> set[str]:
     keys = {f"train/{t}" for t in terms} | {"time/imgs_per_s", "time/final_eval_s"}
     keys |= {f"test/{k}{s}" for k in ("recon", "recon_mean") for s in ("", "_5k")}
     if cfg.data.dataset != "dsprites":  # no factor grid: no disentanglement metrics
-        return keys | ({f"metric/{k}" for k in INTERPOLATION} if cfg.data.dataset == "lines" else set())
+        return keys | (
+            {f"metric/{k}" for k in INTERPOLATION} if cfg.data.dataset == "lines" else set()
+        )
     for factors in (4, 5):
         base = f"metric/beta_vae_{factors}"
         keys |= {base, f"{base}/eval"}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raywae.data.lines import lines_split, render_lines
+from raywae.data.lines import LINES_TEST, LINES_TRAIN, lines_split, render_lines
 from raywae.data.mnist import load_mnist
 
 MNIST_PAD = 2  # 28×28 digits centred on a 32×32 canvas, as the ACAI paper's mnist32
@@ -40,13 +40,15 @@ class ImageSet:
         return {"data/source": self.name, "data/origin": self.name}
 
 
-def lines_set() -> ImageSet:
-    """The lines benchmark (PROTOCOL §9), its [−1, 1] pixels mapped to [0, 1]."""
-    train, test = lines_split()
+def lines_set(n_train: int = LINES_TRAIN, n_test: int = LINES_TEST) -> ImageSet:
+    """The lines benchmark (PROTOCOL §9), its [−1, 1] pixels mapped to [0, 1] (smaller sizes
+    for tests: other draws)."""
+    train, test = lines_split(n_train, n_test)
     side = render_lines(train[:1]).shape[-1]
 
-    def flat(angles: np.ndarray) -> np.ndarray:
-        return ((render_lines(angles) + 1.0) / 2.0).reshape(len(angles), -1)
+    def flat(angles: np.ndarray) -> np.ndarray:  # in chunks: float64 temporaries stay small
+        chunks = [render_lines(angles[i : i + 4096]) for i in range(0, len(angles), 4096)]
+        return ((np.concatenate(chunks) + 1.0) / 2.0).reshape(len(angles), -1)
 
     return ImageSet("lines", side, flat(train), flat(test), test)
 

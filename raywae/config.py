@@ -83,8 +83,8 @@ class ModelConfig:
     or "corner", the authors' code, z = μ + e^ℓ ⊙ u with μ the lower corner. The metrics read
     μ either way, as the authors' metric did.
     arch "conv32": the ACAI paper's 32×32 conv auto-encoder (lines, MNIST): `depth` channels
-    in its first block, a 2×2×(latent_dim/4) code. mean_head: tanh (PROTOCOL §3) or linear
-    (the WAE and ACAI papers' unbounded codes). posterior "deterministic": z = μ.
+    in its first block, a 2×2×(latent_dim/4) code. mean_head (fc, conv32): tanh (PROTOCOL §3)
+    or linear (the WAE and ACAI papers' unbounded codes). posterior "deterministic": z = μ.
     """
 
     arch: Literal["fc", "conv", "conv32"] = "fc"

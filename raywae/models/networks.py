@@ -19,18 +19,20 @@ PIXELS = 64 * 64
 class FCEncoder(nn.Module):
     """4096 → h ReLU → h ReLU → (mean: d, tanh; log-scale: d, linear); h = 1200 in the paper."""
 
-    def __init__(self, latent_dim: int, hidden: int = 1200) -> None:
+    def __init__(self, latent_dim: int, hidden: int = 1200, mean_head: str = "tanh") -> None:
         super().__init__()
         self.body = nn.Sequential(
             nn.Linear(PIXELS, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()
         )
         self.mean = nn.Linear(hidden, latent_dim)
         self.logscale = nn.Linear(hidden, latent_dim)
+        self.squash = mean_head == "tanh"
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: (n, 4096) in [0, 1] -> μ (n, d) in (−1, 1), raw log-scale (n, d)."""
+        """x: (n, 4096) in [0, 1] -> μ (n, d) (in (−1, 1) with tanh), raw log-scale (n, d)."""
         h = self.body(x)
-        return torch.tanh(self.mean(h)), self.logscale(h)
+        mu = self.mean(h)
+        return (torch.tanh(mu) if self.squash else mu), self.logscale(h)
 
 
 class FCDecoder(nn.Module):
@@ -128,7 +130,7 @@ class Conv32Decoder(nn.Module):
     """z: (n, latent_dim) as a 2×2×c grid -> per scale two 3×3 convs (leaky ReLU) and 2×
     nearest upsampling, then a 3×3 conv to `depth` and one to 1 channel: logits (n, 1024)."""
 
-    def __init__(self, latent_dim: int, depth: int = 16, mean_head: str = "tanh") -> None:
+    def __init__(self, latent_dim: int, depth: int = 16) -> None:
         super().__init__()
         scales = (SIDE32 // LATENT_WIDTH).bit_length() - 1
         act = nn.LeakyReLU(0.2)
@@ -203,15 +205,17 @@ def build_model(cfg: ModelConfig) -> AutoEncoder:
     """The AutoEncoder a ModelConfig names (initialised from torch's global RNG).
 
     `hidden` sets the FC width; the conv arch keeps its own 256-unit layers; conv32 takes
-    `depth` and `mean_head` (fc and conv always squash μ with tanh, PROTOCOL §3). init="glorot"
+    `depth`; fc and conv32 take `mean_head` (conv always squashes μ with tanh). init="glorot"
     re-initialises encoder and decoder with `glorot_` (PROTOCOL §3); "torch" keeps PyTorch's
     defaults. The box posterior is built with cfg.box_anchor.
     """
     enc_cls, dec_cls = ARCHS[cfg.arch]
     width: dict = {"hidden": cfg.hidden} if cfg.arch == "fc" else {}
     if cfg.arch == "conv32":
-        width = {"depth": cfg.depth, "mean_head": cfg.mean_head}
-    encoder, decoder = enc_cls(cfg.latent_dim, **width), dec_cls(cfg.latent_dim, **width)
+        width = {"depth": cfg.depth}
+    head = {"mean_head": cfg.mean_head} if cfg.arch != "conv" else {}
+    encoder = enc_cls(cfg.latent_dim, **width, **head)
+    decoder = dec_cls(cfg.latent_dim, **width)
     if cfg.init == "glorot":
         glorot_(encoder)
         glorot_(decoder)

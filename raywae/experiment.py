@@ -339,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     # SIGTERM (a scheduler's kill) stops like Ctrl+C; the checkpoint of the last report stays.
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    # A shell's background job (`cmd &` in a script) starts with SIGINT ignored, and Python
+    # then installs no KeyboardInterrupt handler: SIGTERM would be dropped. Restore it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         results = run(cfg, out, args.resume)
     except (DataError, CheckpointError) as err:

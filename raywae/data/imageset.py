@@ -5,6 +5,8 @@ The Trainer reads them like the dSprites table: one (N, P) table, train rows fir
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,10 +38,24 @@ class ImageSet:
         """Test images by index: (k, side, side) float32 in [0, 1]."""
         return self.test[np.asarray(index)].reshape(-1, self.side, self.side)
 
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """sha256 of the float32 pixels, train then test (a resumed sweep checks it)."""
+        h = hashlib.sha256(np.ascontiguousarray(self.train).data)
+        h.update(np.ascontiguousarray(self.test).data)
+        return h.hexdigest()
+
     def provenance(self) -> dict[str, str]:
-        return {"data/source": self.name, "data/origin": self.name}
+        """What a run logs about its data (the keys of DSprites.provenance)."""
+        return {
+            "data/source": self.name,
+            "data/fingerprint": self.fingerprint,
+            "data/origin": self.name,
+            "data/grid": f"{len(self.train)} train, {len(self.test)} test, {self.side}x{self.side}",
+        }
 
 
+@functools.cache
 def lines_set(n_train: int = LINES_TRAIN, n_test: int = LINES_TEST) -> ImageSet:
     """The lines benchmark (PROTOCOL §9), its [−1, 1] pixels mapped to [0, 1] (smaller sizes
     for tests: other draws)."""

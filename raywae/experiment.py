@@ -91,7 +91,9 @@ def shown_images(ds: DSprites | ImageSet, k: int = SHOWN_IMAGES) -> np.ndarray:
 
 
 def interpolation_pairs(ds: ImageSet, k: int = INTERPOLATIONS) -> np.ndarray:
-    """(2, k, side, side): test images 0..k−1 paired with k..2k−1 (fixed for every run)."""
+    """(2, k, side, side): test images 0..k−1 paired with k..2k−1 (fixed for every run; k
+    shrinks to half the test split when that is smaller)."""
+    k = min(k, len(ds.test) // 2)
     return ds.images(np.arange(2 * k)).reshape(2, k, ds.side, ds.side)
 
 

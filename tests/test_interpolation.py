@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from raywae.config import ConfigError, from_dict
+from raywae.config import ConfigError, from_dict, to_dict
 from raywae.data import DataError
 from raywae.data.imageset import ImageSet, lines_set, mnist_set
 from raywae.data.lines import LINE_LENGTH, LINE_SIDE, render_lines
@@ -103,6 +103,25 @@ def test_mnist_from_tiny_idx_files(tmp_path: Path):
 def lines() -> ImageSet:
     """A small lines set (the full table is 136 MB): 2,048 train and 64 test lines."""
     return lines_set(2048, 64)
+
+
+def test_mnist_run_writes_interpolation_strips(tmp_path: Path):
+    """An MNIST config end to end on tiny IDX files: train, final figures (no lines metrics),
+    and interpolation.png among the outputs."""
+    rng = np.random.default_rng(1)
+    for split in ("train", "test"):
+        images, labels = (f"{split}_images", f"{split}_labels")
+        write_idx(rng.integers(0, 256, (40, 28, 28), dtype=np.uint8), tmp_path / "x")
+        (tmp_path / "x").rename(tmp_path / MNIST_FILES[images][0].removesuffix(".gz"))
+        write_idx(rng.integers(0, 10, 40, dtype=np.uint8), tmp_path / "y")
+        (tmp_path / "y").rename(tmp_path / MNIST_FILES[labels][0].removesuffix(".gz"))
+    cfg = lines_cfg("wwae", steps=2, report_every=2)
+    cfg = from_dict({**to_dict(cfg), "data": {"dataset": "mnist", "path": str(tmp_path)}})
+    exp = Experiment(cfg, progress=False)
+    results = {**exp.trainer.run(), **exp.final()}
+    assert not any(k.startswith("metric/") for k in results)
+    paths = exp.write_outputs(tmp_path / "out", results, weights=False)
+    assert tmp_path / "out" / "interpolation.png" in paths
 
 
 # --- ACAI -----------------------------------------------------------------------------------

@@ -78,7 +78,10 @@ class ModelConfig:
     """PROTOCOL §3. hidden: width of the FC layers (1200 in the paper; smaller for smoke tests).
 
     init: "glorot" (the authors' TensorFlow default: Glorot-uniform weights, zero biases, on
-    every Linear / conv layer of encoder and decoder) or "torch" (PyTorch's own defaults).
+    every Linear / conv layer of encoder and decoder), "torch" (PyTorch's own defaults) or
+    "he" (Kaiming-normal for leaky ReLU 0.2, zero biases: the ACAI network's kind of init,
+    under which conv32's 2×2 codes still vary across images at step 0; with "torch" they
+    vary by ~1e-6 and an unregularised auto-encoder starts on the mean-image plateau).
     box_anchor (posterior=box only): "centre", z = μ + e^ℓ ⊙ (u − ½), so μ is the box's mean;
     or "corner", the authors' code, z = μ + e^ℓ ⊙ u with μ the lower corner. The metrics read
     μ either way, as the authors' metric did.
@@ -92,7 +95,7 @@ class ModelConfig:
     posterior: Literal["gaussian", "box", "deterministic"] = "gaussian"
     prior: Literal["gaussian", "uniform"] = "gaussian"
     hidden: int = 1200
-    init: Literal["glorot", "torch"] = "glorot"
+    init: Literal["glorot", "torch", "he"] = "glorot"
     box_anchor: Literal["centre", "corner"] = "centre"
     depth: int = 16
     mean_head: Literal["tanh", "linear"] = "tanh"

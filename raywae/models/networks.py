@@ -201,6 +201,15 @@ def glorot_(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def he_(module: nn.Module, slope: float = 0.2) -> None:
+    """Kaiming-normal weights for leaky ReLU(slope) on every Linear / Conv2d of `module`,
+    zero biases (variance-preserving through conv32's deep stack). Draws from torch's RNG."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear | nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, a=slope, nonlinearity="leaky_relu")
+            nn.init.zeros_(m.bias)
+
+
 def build_model(cfg: ModelConfig) -> AutoEncoder:
     """The AutoEncoder a ModelConfig names (initialised from torch's global RNG).
 
@@ -219,6 +228,9 @@ def build_model(cfg: ModelConfig) -> AutoEncoder:
     if cfg.init == "glorot":
         glorot_(encoder)
         glorot_(decoder)
+    elif cfg.init == "he":
+        he_(encoder)
+        he_(decoder)
     post_cls = POSTERIORS[cfg.posterior]
     posterior = post_cls(cfg.box_anchor) if post_cls is BoxPosterior else post_cls()
     return AutoEncoder(encoder, decoder, posterior, PRIORS[cfg.prior], cfg.latent_dim)

@@ -60,8 +60,11 @@ def _check_steps(steps: Mapping[str, int], key: str) -> None:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Which dSprites pixels to train on. subgrid: factor -> keep every k-th value ({} = all)."""
+    """What to train on. dataset: dSprites (PROTOCOL §2), or the interpolation track's
+    `lines` (procedural) and `mnist` (IDX files under `path`, default <data dir>/mnist)
+    (PROTOCOL §9). dSprites: source, path, subgrid (factor -> keep every k-th value)."""
 
+    dataset: Literal["dsprites", "lines", "mnist"] = "dsprites"
     source: Literal["auto", "real", "procedural"] = "auto"
     path: str | None = None
     subgrid: dict[str, int] = field(default_factory=dict)
@@ -75,43 +78,61 @@ class ModelConfig:
     """PROTOCOL §3. hidden: width of the FC layers (1200 in the paper; smaller for smoke tests).
 
     init: "glorot" (the authors' TensorFlow default: Glorot-uniform weights, zero biases, on
-    every Linear / conv layer of encoder and decoder) or "torch" (PyTorch's own defaults).
+    every Linear / conv layer of encoder and decoder), "torch" (PyTorch's own defaults) or
+    "he" (Kaiming-normal for leaky ReLU 0.2, zero biases: the ACAI network's kind of init,
+    under which conv32's 2×2 codes still vary across images at step 0; with "torch" they
+    vary by ~1e-6 and an unregularised auto-encoder starts on the mean-image plateau).
     box_anchor (posterior=box only): "centre", z = μ + e^ℓ ⊙ (u − ½), so μ is the box's mean;
     or "corner", the authors' code, z = μ + e^ℓ ⊙ u with μ the lower corner. The metrics read
     μ either way, as the authors' metric did.
+    arch "conv32": the ACAI paper's 32×32 conv auto-encoder (lines, MNIST): `depth` channels
+    in its first block, a 2×2×(latent_dim/4) code. mean_head (fc, conv32): tanh (PROTOCOL §3)
+    or linear (the WAE and ACAI papers' unbounded codes). posterior "deterministic": z = μ.
     """
 
-    arch: Literal["fc", "conv"] = "fc"
+    arch: Literal["fc", "conv", "conv32"] = "fc"
     latent_dim: int = 16
-    posterior: Literal["gaussian", "box"] = "gaussian"
+    posterior: Literal["gaussian", "box", "deterministic"] = "gaussian"
     prior: Literal["gaussian", "uniform"] = "gaussian"
     hidden: int = 1200
-    init: Literal["glorot", "torch"] = "glorot"
+    init: Literal["glorot", "torch", "he"] = "glorot"
     box_anchor: Literal["centre", "corner"] = "centre"
+    depth: int = 16
+    mean_head: Literal["tanh", "linear"] = "tanh"
 
     def __post_init__(self) -> None:
         check(self.latent_dim >= 1, "latent_dim", f"must be >= 1, got {self.latent_dim}")
         check(self.hidden >= 1, "hidden", f"must be >= 1, got {self.hidden}")
+        check(self.depth >= 1, "depth", f"must be >= 1, got {self.depth}")
+        if self.arch == "conv32":
+            check(self.latent_dim % 4 == 0, "latent_dim", "conv32 needs a multiple of 4 (2×2×c)")
 
 
 @dataclass(frozen=True)
 class ObjectiveConfig:
     """PROTOCOL §4, §9. lam: the WAE weight λ (400 is the paper's WAE-MMD value; set it for
     wae_gan / wwae); lp_lambda, p: the λ_p·mean Σ|log-scale|^p penalty; adv_lr: the WAE-GAN
-    adversary's Adam step size (its own optimizer, constant)."""
+    adversary's Adam step size (its own optimizer, constant). name "ae": reconstruction only.
+    acai: the ACAI weight λ on d(x̂_mix)² (0 = off), composing with any objective; its critic
+    has its own Adam (critic_lr, constant) and blends γ·x + (1−γ)·x̂ with γ = acai_gamma."""
 
-    name: Literal["beta_vae", "wae_mmd", "wae_gan", "wwae"] = "beta_vae"
+    name: Literal["beta_vae", "wae_mmd", "wae_gan", "wwae", "ae"] = "beta_vae"
     beta: float = 1.0
     lam: float = 400.0
     lp_lambda: float = 0.0
     p: float = 1.0
     adv_lr: float = 5e-4
+    acai: float = 0.0
+    acai_gamma: float = 0.2
+    critic_lr: float = 1e-4
 
     def __post_init__(self) -> None:
-        for key in ("beta", "lam", "lp_lambda"):
+        for key in ("beta", "lam", "lp_lambda", "acai"):
             check(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
         check(self.p > 0, "p", f"must be > 0, got {self.p}")
         check(self.adv_lr > 0, "adv_lr", f"must be > 0, got {self.adv_lr}")
+        check(self.critic_lr > 0, "critic_lr", f"must be > 0, got {self.critic_lr}")
+        check(0 <= self.acai_gamma <= 1, "acai_gamma", f"must lie in [0, 1], got {self.acai_gamma}")
 
 
 @dataclass(frozen=True)
@@ -178,6 +199,20 @@ class Config:
         # KL(q || U[-1,1]^d) is infinite for a Gaussian q; W2 here is the closed form to N(0, I).
         if name in ("beta_vae", "wwae"):
             check(prior == "gaussian", "model.prior", f"{name} needs the gaussian prior")
+        if name == "beta_vae":
+            check(
+                self.model.posterior != "deterministic",
+                "model.posterior",
+                "beta_vae needs a stochastic posterior (KL to a point mass is infinite)",
+            )
+        if self.objective.acai > 0:
+            check(self.model.arch == "conv32", "objective.acai", "the ACAI critic needs conv32")
+        small = self.data.dataset != "dsprites"
+        check(
+            small == (self.model.arch == "conv32"),
+            "model.arch",
+            f"{self.data.dataset} needs " + ("conv32" if small else "fc or conv (64×64 inputs)"),
+        )
 
 
 # --- strict loading ---------------------------------------------------------------------------

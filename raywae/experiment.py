@@ -41,14 +41,18 @@ from raywae.config import (
 )
 from raywae.config import load as load_config
 from raywae.data import DataError, DSprites, FactorGrid, ProceduralDataWarning, load_dsprites
-from raywae.images import write_pictures
+from raywae.data.imageset import ImageSet, lines_set, mnist_set
+from raywae.images import interpolate, write_pictures
 from raywae.metrics import encode_grid, report
+from raywae.metrics.interpolation import interpolation_metrics
 from raywae.models import AutoEncoder, build_model
 from raywae.progress import Bar
 from raywae.train import NonFiniteLossError, Trainer
 
 PROGRESS_EVAL_IMAGES = 5000  # test/recon_5k during training: the first 5,000 test images
 SHOWN_IMAGES = 8  # the test images of reconstructions.png and of Figure 2
+INTERPOLATIONS = 16  # lines metrics: 16 interpolations × 16 frames between test images
+STRIPS = 4  # interpolation.png: the first 4 of those pairs
 STATE_FILE = "state.pt"  # checkpoint: weights, optimizers, step, RNG states
 CONFIG_FILE, METRICS_FILE, MODEL_FILE = "config.json", "metrics.json", "model.pt"
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
@@ -59,9 +63,14 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read back; the message names the file."""
 
 
-def open_dataset(data: DataConfig, quiet: bool = False) -> DSprites:
-    """The dSprites table a config trains on (opened from the shared per-node cache).
-    quiet: no ProceduralDataWarning (a sweep's driver has already warned, once)."""
+def open_dataset(data: DataConfig, quiet: bool = False) -> DSprites | ImageSet:
+    """The dSprites table a config trains on (opened from the shared per-node cache), or the
+    lines / MNIST ImageSet. quiet: no ProceduralDataWarning (a sweep's driver has already
+    warned, once)."""
+    if data.dataset == "lines":
+        return lines_set()
+    if data.dataset == "mnist":
+        return mnist_set(Path(data.path) if data.path else None)
     grid = FactorGrid.dsprites()
     if data.subgrid:
         grid = grid.subgrid(data.subgrid)
@@ -71,11 +80,21 @@ def open_dataset(data: DataConfig, quiet: bool = False) -> DSprites:
         return load_dsprites(data.source, data.path, grid)
 
 
-def shown_images(ds: DSprites, k: int = SHOWN_IMAGES) -> np.ndarray:
+def shown_images(ds: DSprites | ImageSet, k: int = SHOWN_IMAGES) -> np.ndarray:
     """The test images every run shows: the first k of the test split in index order,
-    (k, 64, 64) uint8 in {0, 1} (reconstructions.png, Figure 2)."""
+    (k, 64, 64) uint8 in {0, 1} (reconstructions.png, Figure 2); (k, 32, 32) float32 for an
+    ImageSet."""
+    if isinstance(ds, ImageSet):
+        return ds.images(np.arange(k))
     _, test = ds.split(seed=0)
     return ds.images(np.sort(test[:k]))
+
+
+def interpolation_pairs(ds: ImageSet, k: int = INTERPOLATIONS) -> np.ndarray:
+    """(2, k, side, side): test images 0..k−1 paired with k..2k−1 (fixed for every run; k
+    shrinks to half the test split when that is smaller)."""
+    k = min(k, len(ds.test) // 2)
+    return ds.images(np.arange(2 * k)).reshape(2, k, ds.side, ds.side)
 
 
 def save_atomic(obj: Any, path: Path) -> None:
@@ -92,7 +111,7 @@ class Experiment:
     tqdm-like factory for evaluation bars only (Ray's tqdm_ray inside a trial)."""
 
     def __init__(
-        self, cfg: Config, ds: DSprites | None = None, progress: bool | Bar = True
+        self, cfg: Config, ds: DSprites | ImageSet | None = None, progress: bool | Bar = True
     ) -> None:
         self.cfg, self.progress = cfg, progress
         self.ds = ds if ds is not None else open_dataset(cfg.data)
@@ -130,6 +149,12 @@ class Experiment:
         -> Higgins on 4 and 5 factors and the extra metrics; time/final_eval_s."""
         start, m = time.perf_counter(), self.cfg.metrics
         out = self.trainer.evaluate(progress=self.progress)
+        if isinstance(self.ds, ImageSet):
+            if self.ds.name == "lines":  # PROTOCOL §9, on [−1, 1] frames as the benchmark's
+                frames = 2.0 * interpolate(self.model, *interpolation_pairs(self.ds)) - 1.0
+                out |= {f"metric/{k}": v for k, v in interpolation_metrics(frames).items()}
+            out["time/final_eval_s"] = time.perf_counter() - start
+            return out
         codes, grid = self.code_table()
         out |= report(codes, grid, self.cfg.seed, m.extra, m.runs, m.preset)
         out["time/final_eval_s"] = time.perf_counter() - start
@@ -163,7 +188,10 @@ class Experiment:
         config.json (the full config), metrics.json (the final figures) and, with weights,
         model.pt (the model's state_dict, what load_run reads back)."""
         folder.mkdir(parents=True, exist_ok=True)
-        paths = write_pictures(self.model, shown_images(self.ds), folder)
+        pairs = None
+        if isinstance(self.ds, ImageSet):
+            pairs = interpolation_pairs(self.ds)[:, :STRIPS]
+        paths = write_pictures(self.model, shown_images(self.ds), folder, pairs)
         figures = {k: v for k, v in results.items() if isinstance(v, int | float)}
         for name, content in ((CONFIG_FILE, to_dict(self.cfg)), (METRICS_FILE, figures)):
             (folder / name).write_text(json.dumps(content, indent=1))
@@ -290,6 +318,7 @@ def run(cfg: Config, out: Path, resume: bool = False) -> dict[str, float]:
 
 def _line(logs: dict[str, Any]) -> str:
     keys = ("train/loss", "test/recon_5k", "test/recon", "metric/beta_vae_4", "metric/beta_vae_5")
+    keys += ("metric/interp_mean_distance", "metric/interp_smoothness")
     figures = ", ".join(f"{k} {logs[k]:.4g}" for k in keys if k in logs)
     return f"step {int(logs.get('step', 0))}: {figures}"
 
@@ -312,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     # SIGTERM (a scheduler's kill) stops like Ctrl+C; the checkpoint of the last report stays.
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    # A shell's background job (`cmd &` in a script) starts with SIGINT ignored, and Python
+    # then installs no KeyboardInterrupt handler: SIGTERM would be dropped. Restore it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         results = run(cfg, out, args.resume)
     except (DataError, CheckpointError) as err:

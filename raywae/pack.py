@@ -30,7 +30,6 @@ from raywae.train import (
     learning_rate,
     recon_error,
     resolve_device,
-    unpack_bits,
 )
 
 PackCallback = Callable[["PackedTrainer", dict[int, dict[str, float]]], None]
@@ -88,6 +87,8 @@ def check_packable(cfgs: list[Config]) -> None:
             raise ValueError(f"pack member {i} differs from member 0 in {diff}, not only seed")
     if cfgs[0].objective.name == "wae_gan":
         raise ValueError("objective wae_gan (its own adversary and optimizer) cannot be packed")
+    if cfgs[0].objective.acai > 0:
+        raise ValueError("objective.acai (a critic with its own optimizer) cannot be packed")
 
 
 class PackedTrainer:
@@ -107,7 +108,9 @@ class PackedTrainer:
         self.data_gens = [torch.Generator(self.device).manual_seed(s.data) for *_, s in runs]
         self.noise_gens = [torch.Generator(self.device).manual_seed(s.noise) for *_, s in runs]
         self._eval_seeds = [s.eval for *_, s in runs]
-        self.table, self.train_index, self.test_index = device_data(ds, self.device)
+        data = device_data(ds, self.device)
+        self.table, self.train_index, self.test_index, _ = data
+        self.rows = data.rows
         self.active = list(range(len(cfgs)))
         self.failed: dict[int, NonFiniteLossError] = {}
         names = [n for n, _ in _Step(*runs[0][:2]).named_parameters()]
@@ -159,7 +162,7 @@ class PackedTrainer:
             torch.randint(n, (bs,), generator=self.data_gens[i], device=self.device)
             for i in self.active
         ]
-        x = unpack_bits(self.table[self.train_index[torch.cat(picks)]]).view(len(picks), bs, -1)
+        x = self.rows(self.train_index[torch.cat(picks)]).view(len(picks), bs, -1)
         objective = self._step_module.objective
         draws = [objective.noise(x[0], self.noise_gens[i]) for i in self.active]
         return x, {k: torch.stack([d[k] for d in draws]) for k in draws[0]}
@@ -263,7 +266,7 @@ class PackedTrainer:
         self.sync_models()
         gen = torch.Generator(self.device).manual_seed(self._eval_seeds[member])
         index, bs = self.test_index[:max_images], self.cfg.train.eval_batch_size
-        return recon_error(self.models[member], self.table, index, bs, gen, progress)
+        return recon_error(self.models[member], self.rows, index, bs, gen, progress)
 
     def code_tables(self, grid: FactorGrid | None = None, progress: Any = False) -> Any:
         """Encoder means of the active members over ds.grid (or its subgrid `grid`), from one

@@ -359,6 +359,8 @@ def _pack(doc: SweepDoc, arms: dict[str, Arm], seeds: int) -> int:
         )
         gan = [name for name, a in arms.items() if a.settings.get("objective.name") == "wae_gan"]
         check(not gan, "pack", f"arm {gan[:1]} (wae_gan: its own adversary) cannot be packed")
+        acai = [name for name, a in arms.items() if a.settings.get("objective.acai")]
+        check(not acai, "pack", f"arm {acai[:1]} (objective.acai: a critic) cannot be packed")
     return doc.pack
 
 

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from raywae.config import Config, TrainConfig, to_dict
 from raywae.data import DSprites
+from raywae.data.imageset import ImageSet
 from raywae.models import AutoEncoder, Objective, build_model, build_objective
 from raywae.progress import Bar, bar_for
 
@@ -89,51 +90,67 @@ def init_run(cfg: Config, device: torch.device) -> tuple[AutoEncoder, Objective,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seeds.init)
         model = build_model(cfg.model)
-        objective = build_objective(cfg.objective, model)
+        objective = build_objective(cfg.objective, model, cfg.model.depth)
     return model.to(device), objective.to(device), seeds
 
 
 class DeviceData(NamedTuple):
-    """The packed image table (N, 512) uint8 and the split's flat indices, on one device."""
+    """A dataset's image table on one device, and its split's flat indices. table: dSprites'
+    packed bits (N, 512) uint8 (packed) or an ImageSet's float pixels (N, P)."""
 
     table: torch.Tensor
     train_index: torch.Tensor
     test_index: torch.Tensor
+    packed: bool
+
+    def rows(self, index: torch.Tensor) -> torch.Tensor:
+        """Table rows -> (k, pixels) float32 images in [0, 1] on the device."""
+        rows = self.table[index]
+        return unpack_bits(rows) if self.packed else rows
 
 
-def device_data(ds: DSprites, device: torch.device) -> DeviceData:
-    """ds.packed_all() and ds.split(seed=0) on `device` (PROTOCOL §2 split). On CPU the memory
-    map is shared through the page cache; on CUDA the table lives on the GPU, once per process."""
-    with warnings.catch_warnings():  # the memory map is read-only; we never write to it
-        warnings.simplefilter("ignore", UserWarning)
-        table = torch.from_numpy(np.asarray(ds.packed_all()))
-    train_idx, test_idx = ds.split(seed=0)
+def device_data(ds: DSprites | ImageSet, device: torch.device) -> DeviceData:
+    """The table and split on `device`: dSprites' packed_all() and split(seed=0) (PROTOCOL
+    §2; on CPU the memory map is shared through the page cache), or an ImageSet's table, its
+    train rows then its test rows. On CUDA the table lives on the GPU, once per process."""
+    packed = isinstance(ds, DSprites)
+    if packed:
+        with warnings.catch_warnings():  # the memory map is read-only; we never write to it
+            warnings.simplefilter("ignore", UserWarning)
+            table = torch.from_numpy(np.asarray(ds.packed_all()))
+        train_idx, test_idx = ds.split(seed=0)
+    else:
+        table = torch.from_numpy(ds.table())
+        n_train = len(ds.train)
+        train_idx, test_idx = np.arange(n_train), np.arange(n_train, len(table))
     return DeviceData(
         table.to(device),
         torch.as_tensor(train_idx, dtype=torch.int64, device=device),
         torch.as_tensor(test_idx, dtype=torch.int64, device=device),
+        packed,
     )
 
 
 @torch.no_grad()
 def recon_error(
     model: AutoEncoder,
-    table: torch.Tensor,
+    rows: Callable[[torch.Tensor], torch.Tensor],
     index: torch.Tensor,
     batch_size: int,
     gen: torch.Generator,
     progress: bool | Bar | None = None,
 ) -> dict[str, float]:
     """PROTOCOL §6 over the test images `index`: mean summed BCE with z sampled from q(z|x)
-    by `gen` (`test/recon`) and with z = μ (`test/recon_mean`). progress: see Trainer.evaluate."""
-    totals = torch.zeros(2, dtype=torch.float64, device=table.device)
+    by `gen` (`test/recon`) and with z = μ (`test/recon_mean`). rows: DeviceData.rows.
+    progress: see Trainer.evaluate."""
+    totals = torch.zeros(2, dtype=torch.float64, device=index.device)
     n = index.shape[0]
     was_training = model.training
     model.eval()
     starts = range(0, n, batch_size)
     bar = bar_for(len(starts) > 20 if progress is None else progress, starts)
     for start in bar(starts, desc="test recon", unit="batch"):
-        x = unpack_bits(table[index[start : start + batch_size]])
+        x = rows(index[start : start + batch_size])
         mu, s = model.encode(x)
         for k, z in enumerate((model.posterior.sample(mu, s, gen), mu)):
             logits = model.decode(z)
@@ -146,24 +163,31 @@ def recon_error(
 class Trainer:
     """Model, objective, optimizers, data and RNGs of one run, all derived from cfg.seed.
 
-    ds: its packed_all() table and split(seed=0) are used. Batches are drawn uniformly with
-    replacement from the train split (PROTOCOL §2 split, seed 0) and unpacked on the device.
+    ds: dSprites (its packed_all() table and split(seed=0); PROTOCOL §2) or an ImageSet (its
+    float table, train rows then test rows). Batches are drawn uniformly with replacement
+    from the train split and unpacked on the device. Optimizers: Adam on the auto-encoder,
+    and, when the objective has them, one for WAE-GAN's adversary and one for ACAI's critic.
     """
 
-    def __init__(self, cfg: Config, ds: DSprites) -> None:
+    def __init__(self, cfg: Config, ds: DSprites | ImageSet) -> None:
         self.cfg, self.ds = cfg, ds
         self.device = resolve_device(cfg.train.device)
         self.model, self.objective, seeds = init_run(cfg, self.device)
         self._eval_seed = seeds.eval
         adam = adam_options(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr, **adam)
-        adv_params = list(self.objective.parameters())
+        adv, critic, obj = self.objective.adversary, self.objective.critic, cfg.objective
         self.adv_optimizer = (
-            torch.optim.Adam(adv_params, lr=cfg.objective.adv_lr, **adam) if adv_params else None
+            torch.optim.Adam(adv.parameters(), lr=obj.adv_lr, **adam) if adv else None
+        )
+        self.critic_optimizer = (
+            torch.optim.Adam(critic.parameters(), lr=obj.critic_lr, **adam) if critic else None
         )
         self.data_gen = torch.Generator(self.device).manual_seed(seeds.data)
         self.noise_gen = torch.Generator(self.device).manual_seed(seeds.noise)
-        self.table, self.train_index, self.test_index = device_data(ds, self.device)
+        data = device_data(ds, self.device)
+        self.table, self.train_index, self.test_index, _ = data
+        self.rows = data.rows  # table rows -> (k, pixels) float32 images in [0, 1]
         self.step = 0
         self._names: list[str] | None = None
         self._rows: list[torch.Tensor] = []
@@ -171,12 +195,12 @@ class Trainer:
 
     # --- one step ---------------------------------------------------------------------------
     def _batch(self) -> torch.Tensor:
-        """(B, 4096) float32 train images."""
+        """(B, pixels) float32 train images."""
         n = self.train_index.shape[0]
         pick = torch.randint(
             n, (self.cfg.train.batch_size,), generator=self.data_gen, device=self.device
         )
-        return unpack_bits(self.table[self.train_index[pick]])
+        return self.rows(self.train_index[pick])
 
     def _train_step(self) -> None:
         for group in self.optimizer.param_groups:
@@ -186,6 +210,7 @@ class Trainer:
         row = torch.stack([t.detach() for t in terms.values()])
         if self._names is None:
             self._names = list(terms) + (["adv_d"] if self.adv_optimizer else [])
+            self._names += ["acai_critic"] if self.critic_optimizer else []
         # On CPU the check is free: stop before a non-finite loss touches the weights. On CUDA
         # it would sync every step, so the rows are checked when the window is reported.
         if self.device.type == "cpu":
@@ -199,6 +224,14 @@ class Trainer:
             adv.backward()
             self.adv_optimizer.step()
             row = torch.cat([row, adv.detach()[None]])
+            if self.device.type == "cpu":
+                self._check(row[None], self.step + 1)
+        if self.critic_optimizer is not None:
+            critic = self.objective.critic_loss(out.acai)
+            self.critic_optimizer.zero_grad(set_to_none=True)
+            critic.backward()
+            self.critic_optimizer.step()
+            row = torch.cat([row, critic.detach()[None]])
             if self.device.type == "cpu":
                 self._check(row[None], self.step + 1)
         self._rows.append(row)
@@ -258,7 +291,7 @@ class Trainer:
         when there are more than 20 batches)."""
         gen = torch.Generator(self.device).manual_seed(self._eval_seed)
         index, bs = self.test_index[:max_images], self.cfg.train.eval_batch_size
-        return recon_error(self.model, self.table, index, bs, gen, progress)
+        return recon_error(self.model, self.rows, index, bs, gen, progress)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs: weights, optimizers, step and every RNG state.
@@ -268,6 +301,9 @@ class Trainer:
             "objective": self.objective.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "adv_optimizer": self.adv_optimizer.state_dict() if self.adv_optimizer else None,
+            "critic_optimizer": (
+                self.critic_optimizer.state_dict() if self.critic_optimizer else None
+            ),
             "step": self.step,
             "rng": {"data": self.data_gen.get_state(), "noise": self.noise_gen.get_state()},
             "config": to_dict(self.cfg),
@@ -280,6 +316,8 @@ class Trainer:
         self.optimizer.load_state_dict(sd["optimizer"])
         if self.adv_optimizer is not None:
             self.adv_optimizer.load_state_dict(sd["adv_optimizer"])
+        if self.critic_optimizer is not None:
+            self.critic_optimizer.load_state_dict(sd["critic_optimizer"])
         self.step = int(sd["step"])
         self.data_gen.set_state(sd["rng"]["data"].cpu())
         self.noise_gen.set_state(sd["rng"]["noise"].cpu())

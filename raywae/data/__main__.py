@@ -1,4 +1,5 @@
-"""`python -m raywae.data {download,cache,info}`: fetch the real file, build the cache, report."""
+"""`python -m raywae.data {download,cache,info}`: fetch the real file (or MNIST's IDX files),
+build the cache, report."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from raywae.data.dsprites import (
     load_dsprites,
     verify_checksum,
 )
+from raywae.data.mnist import download_mnist
 
 
 def download(
@@ -63,7 +65,8 @@ def download(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m raywae.data", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    dl = sub.add_parser("download", help="fetch and verify the real dSprites file")
+    dl = sub.add_parser("download", help="fetch and verify the real dSprites file (or MNIST)")
+    dl.add_argument("--dataset", choices=["dsprites", "mnist"], default="dsprites")
     dl.add_argument("--format", choices=sorted(REAL_FILES), default="npz")
     dl.add_argument("--url", help="mirror URL (default: GitHub, pinned commit)")
     dl.add_argument("--data-dir", type=Path, help="default: $RAYWAE_DATA_DIR or the user cache")
@@ -72,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("info", help="where the data lives and what is cached")
     args = parser.parse_args(argv)
     try:
-        if args.command == "download":
+        if args.command == "download" and args.dataset == "mnist":
+            mnist_dir = args.data_dir / "mnist" if args.data_dir else None
+            print(f"MNIST in {download_mnist(mnist_dir)} (md5 verified)", file=sys.stderr)
+        elif args.command == "download":
             download(args.format, args.url, args.data_dir)
         elif args.command == "cache":
             start = time.perf_counter()

@@ -1,7 +1,8 @@
 """Encoder / decoder networks and the AutoEncoder that ties them to a posterior and prior.
 
 `fc`: Higgins et al. (2017) Table 1 row 1 (PROTOCOL §3). `conv`: the 4-conv 64×64 network
-of Burgess et al. (2018) / disentanglement_lib, offered as an option.
+of Burgess et al. (2018) / disentanglement_lib, offered as an option. `conv32`: the ACAI
+paper's 32×32 network (Berthelot et al. 2019) for lines and MNIST, and its critic.
 """
 
 from __future__ import annotations
@@ -18,18 +19,20 @@ PIXELS = 64 * 64
 class FCEncoder(nn.Module):
     """4096 → h ReLU → h ReLU → (mean: d, tanh; log-scale: d, linear); h = 1200 in the paper."""
 
-    def __init__(self, latent_dim: int, hidden: int = 1200) -> None:
+    def __init__(self, latent_dim: int, hidden: int = 1200, mean_head: str = "tanh") -> None:
         super().__init__()
         self.body = nn.Sequential(
             nn.Linear(PIXELS, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()
         )
         self.mean = nn.Linear(hidden, latent_dim)
         self.logscale = nn.Linear(hidden, latent_dim)
+        self.squash = mean_head == "tanh"
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: (n, 4096) in [0, 1] -> μ (n, d) in (−1, 1), raw log-scale (n, d)."""
+        """x: (n, 4096) in [0, 1] -> μ (n, d) (in (−1, 1) with tanh), raw log-scale (n, d)."""
         h = self.body(x)
-        return torch.tanh(self.mean(h)), self.logscale(h)
+        mu = self.mean(h)
+        return (torch.tanh(mu) if self.squash else mu), self.logscale(h)
 
 
 class FCDecoder(nn.Module):
@@ -85,6 +88,81 @@ class ConvDecoder(nn.Module):
         return self.deconv(self.fc(z).view(-1, 64, 4, 4)).flatten(1)
 
 
+SIDE32, LATENT_WIDTH = 32, 2  # conv32: 32×32 inputs, a 2×2 code grid (ACAI's lines setting)
+
+
+def conv32_body(depth: int) -> tuple[nn.Sequential, int]:
+    """ACAI's encoder trunk: 1×1 conv to `depth`, then per scale two 3×3 convs (depth·2^k
+    channels, leaky ReLU 0.2) and 2×2 average pooling, down to 2×2; then a 3×3 conv to
+    depth·2^scales. Returns the trunk and its output channels."""
+    scales = (SIDE32 // LATENT_WIDTH).bit_length() - 1
+    act = nn.LeakyReLU(0.2)
+    layers: list[nn.Module] = [nn.Conv2d(1, depth, 1)]
+    ch = depth
+    for k in range(scales):
+        out = depth << k
+        layers += [nn.Conv2d(ch, out, 3, padding=1), act, nn.Conv2d(out, out, 3, padding=1), act]
+        layers.append(nn.AvgPool2d(2))
+        ch = out
+    layers += [nn.Conv2d(ch, depth << scales, 3, padding=1), act]
+    return nn.Sequential(*layers), depth << scales
+
+
+class Conv32Encoder(nn.Module):
+    """x: (n, 1024) in [0, 1] (centred to [−1, 1]) -> trunk -> 3×3 convs to the code grid:
+    μ (2×2×c, tanh or linear) and log-scale (2×2×c); c = latent_dim / 4."""
+
+    def __init__(self, latent_dim: int, depth: int = 16, mean_head: str = "tanh") -> None:
+        super().__init__()
+        self.body, ch = conv32_body(depth)
+        c = latent_dim // (LATENT_WIDTH * LATENT_WIDTH)
+        self.mean = nn.Conv2d(ch, c, 3, padding=1)
+        self.logscale = nn.Conv2d(ch, c, 3, padding=1)
+        self.squash = mean_head == "tanh"
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(2.0 * x.view(-1, 1, SIDE32, SIDE32) - 1.0)
+        mu = self.mean(h).flatten(1)
+        return (torch.tanh(mu) if self.squash else mu), self.logscale(h).flatten(1)
+
+
+class Conv32Decoder(nn.Module):
+    """z: (n, latent_dim) as a 2×2×c grid -> per scale two 3×3 convs (leaky ReLU) and 2×
+    nearest upsampling, then a 3×3 conv to `depth` and one to 1 channel: logits (n, 1024)."""
+
+    def __init__(self, latent_dim: int, depth: int = 16) -> None:
+        super().__init__()
+        scales = (SIDE32 // LATENT_WIDTH).bit_length() - 1
+        act = nn.LeakyReLU(0.2)
+        ch = latent_dim // (LATENT_WIDTH * LATENT_WIDTH)
+        layers: list[nn.Module] = []
+        for k in range(scales - 1, -1, -1):
+            out = depth << k
+            layers += [nn.Conv2d(ch, out, 3, padding=1), act, nn.Conv2d(out, out, 3, padding=1)]
+            layers += [act, nn.Upsample(scale_factor=2, mode="nearest")]
+            ch = out
+        layers += [nn.Conv2d(ch, depth, 3, padding=1), act, nn.Conv2d(depth, 1, 3, padding=1)]
+        self.net = nn.Sequential(*layers)
+        self.grid = latent_dim // (LATENT_WIDTH * LATENT_WIDTH)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z.view(-1, self.grid, LATENT_WIDTH, LATENT_WIDTH)).flatten(1)
+
+
+class Critic(nn.Module):
+    """The ACAI critic: the conv32 encoder's architecture (trunk + a 3×3 conv to c channels),
+    its output averaged to one scalar per image. x: (n, 1024) in [0, 1] -> (n,)."""
+
+    def __init__(self, latent_dim: int, depth: int = 16) -> None:
+        super().__init__()
+        self.body, ch = conv32_body(depth)
+        self.head = nn.Conv2d(ch, latent_dim // (LATENT_WIDTH * LATENT_WIDTH), 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.body(2.0 * x.view(-1, 1, SIDE32, SIDE32) - 1.0)
+        return self.head(h).mean((1, 2, 3))
+
+
 class AutoEncoder(nn.Module):
     """Encoder + decoder + the posterior family and prior they are trained with."""
 
@@ -109,6 +187,7 @@ class AutoEncoder(nn.Module):
 ARCHS: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
     "fc": (FCEncoder, FCDecoder),
     "conv": (ConvEncoder, ConvDecoder),
+    "conv32": (Conv32Encoder, Conv32Decoder),
 }
 
 
@@ -122,19 +201,36 @@ def glorot_(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def he_(module: nn.Module, slope: float = 0.2) -> None:
+    """Kaiming-normal weights for leaky ReLU(slope) on every Linear / Conv2d of `module`,
+    zero biases (variance-preserving through conv32's deep stack). Draws from torch's RNG."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear | nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, a=slope, nonlinearity="leaky_relu")
+            nn.init.zeros_(m.bias)
+
+
 def build_model(cfg: ModelConfig) -> AutoEncoder:
     """The AutoEncoder a ModelConfig names (initialised from torch's global RNG).
 
-    `hidden` sets the FC width; the conv arch keeps its own 256-unit layers. init="glorot"
+    `hidden` sets the FC width; the conv arch keeps its own 256-unit layers; conv32 takes
+    `depth`; fc and conv32 take `mean_head` (conv always squashes μ with tanh). init="glorot"
     re-initialises encoder and decoder with `glorot_` (PROTOCOL §3); "torch" keeps PyTorch's
     defaults. The box posterior is built with cfg.box_anchor.
     """
     enc_cls, dec_cls = ARCHS[cfg.arch]
-    width = {"hidden": cfg.hidden} if cfg.arch == "fc" else {}
-    encoder, decoder = enc_cls(cfg.latent_dim, **width), dec_cls(cfg.latent_dim, **width)
+    width: dict = {"hidden": cfg.hidden} if cfg.arch == "fc" else {}
+    if cfg.arch == "conv32":
+        width = {"depth": cfg.depth}
+    head = {"mean_head": cfg.mean_head} if cfg.arch != "conv" else {}
+    encoder = enc_cls(cfg.latent_dim, **width, **head)
+    decoder = dec_cls(cfg.latent_dim, **width)
     if cfg.init == "glorot":
         glorot_(encoder)
         glorot_(decoder)
+    elif cfg.init == "he":
+        he_(encoder)
+        he_(decoder)
     post_cls = POSTERIORS[cfg.posterior]
     posterior = post_cls(cfg.box_anchor) if post_cls is BoxPosterior else post_cls()
     return AutoEncoder(encoder, decoder, posterior, PRIORS[cfg.prior], cfg.latent_dim)

@@ -1,4 +1,5 @@
-"""Training objectives of PROTOCOL §4 and §9: β-VAE, WAE-MMD (IMQ), WAE-GAN, WWAE.
+"""Training objectives of PROTOCOL §4 and §9: β-VAE, WAE-MMD (IMQ), WAE-GAN, WWAE, a plain
+auto-encoder, and the ACAI regulariser, which composes with any of them (`objective.acai`).
 
 Every loss sums over pixels / latent dims and averages over the batch, so β and λ mean what
 they mean in the papers. `OBJECTIVES` maps config names to classes.
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from raywae.config import ObjectiveConfig
-from raywae.models.networks import AutoEncoder
+from raywae.models.networks import AutoEncoder, Critic
 
 # IMQ kernel scales C / d (PROTOCOL §4).
 IMQ_SCALES = (0.001, 0.005, 0.01, 0.05, 0.1, 0.2, 0.5, 0.8, 1.0, 2.0)
@@ -67,21 +68,50 @@ def batch_gaussian(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 Noise = dict[str, torch.Tensor]  # a step's random draws (Objective.noise)
 
 
+class AcaiBatch(NamedTuple):
+    """What the ACAI critic trains on, all detached: x, x̂ (n, P) in [0, 1]; x̂_mix (n, P), the
+    decoded mixes; alpha (n,), their mixing coefficients."""
+
+    x: torch.Tensor
+    x_hat: torch.Tensor
+    x_mix: torch.Tensor
+    alpha: torch.Tensor
+
+
 class Loss(NamedTuple):
-    """total: () the auto-encoder loss; terms: unweighted named parts; z: (n, d) codes."""
+    """total: () the auto-encoder loss; terms: unweighted named parts; z: (n, d) codes;
+    acai: the critic's batch when ACAI is on."""
 
     total: torch.Tensor
     terms: dict[str, torch.Tensor]
     z: torch.Tensor
+    acai: AcaiBatch | None = None
+
+
+def acai_alpha(n: int, generator: torch.Generator) -> torch.Tensor:
+    """α ~ U[0, ½] as ACAI draws it, the fold ½ − |u − ½| of u ~ U[0, 1): (n,)."""
+    u = torch.rand(n, generator=generator, device=generator.device)
+    return 0.5 - (u - 0.5).abs()
+
+
+def critic_loss(critic: Critic, batch: AcaiBatch, gamma: float) -> torch.Tensor:
+    """ACAI's critic loss (PROTOCOL §9): mean (d(x̂_mix) − α)² + mean d(γ·x + (1−γ)·x̂)².
+    Its targets: α for the mixes, 0 for the γ-blends of data and reconstructions."""
+    mixes = (critic(batch.x_mix) - batch.alpha).pow(2).mean()
+    blends = critic(gamma * batch.x + (1.0 - gamma) * batch.x_hat).pow(2).mean()
+    return mixes + blends
 
 
 class Objective(nn.Module):
-    """recon + the regulariser of a subclass + λ_p·logscale penalty (always logged)."""
+    """recon + the regulariser of a subclass + λ_p·logscale penalty (always logged), and with
+    cfg.acai > 0 the ACAI term λ·d(x̂_mix)² against a critic trained by its own optimizer."""
 
-    def __init__(self, cfg: ObjectiveConfig, model: AutoEncoder) -> None:
+    def __init__(self, cfg: ObjectiveConfig, model: AutoEncoder, critic_depth: int = 16) -> None:
         super().__init__()
         self.cfg = cfg
         self.posterior, self.prior, self.latent_dim = model.posterior, model.prior, model.latent_dim
+        self.adversary: nn.Module | None = None  # WAE-GAN's discriminator on z
+        self.critic = Critic(model.latent_dim, critic_depth) if cfg.acai > 0 else None
 
     draws_prior = False  # the regulariser needs n prior samples per step
 
@@ -93,11 +123,15 @@ class Objective(nn.Module):
     def noise(self, x: torch.Tensor, generator: torch.Generator) -> Noise:
         """Every random draw of one step on x: (n, 4096), from `generator`, in the order the
         step has always made them: "eps" (n, d), the posterior's, then "prior" (n, d), raw
-        prior draws (WAE-MMD). A pure `loss` of these is what a packed trainer vmaps."""
-        eps = self.posterior.noise(x.new_empty(x.shape[0], self.latent_dim), generator)
-        if not self.draws_prior:
-            return {"eps": eps}
-        return {"eps": eps, "prior": self.prior.noise(x.shape[0], self.latent_dim, generator)}
+        prior draws (WAE-MMD), then "alpha" (n,), ACAI's mixing coefficients. A pure `loss`
+        of these is what a packed trainer vmaps."""
+        n = x.shape[0]
+        noise = {"eps": self.posterior.noise(x.new_empty(n, self.latent_dim), generator)}
+        if self.draws_prior:
+            noise["prior"] = self.prior.noise(n, self.latent_dim, generator)
+        if self.critic is not None:
+            noise["alpha"] = acai_alpha(n, generator)
+        return noise
 
     def forward(self, model: AutoEncoder, x: torch.Tensor, generator: torch.Generator) -> Loss:
         """x: (n, 4096) in [0, 1]; noise (posterior, prior samples) from `generator`."""
@@ -107,14 +141,29 @@ class Objective(nn.Module):
         """x: (n, 4096) in [0, 1]; noise: `self.noise(x, generator)`. No randomness inside."""
         mu, s = model.encode(x)
         z = model.posterior.reparam(mu, s, noise["eps"])
-        recon = recon_bce(model.decode(z), x)
+        logits = model.decode(z)
+        recon = recon_bce(logits, x)
         reg, terms = self.regulariser(mu, s, z, noise)
         lp = self.cfg.lp_lambda
         # Without a weight the penalty is only logged: keep it out of the autograd graph.
         penalty = logscale_penalty(s if lp > 0 else s.detach(), self.cfg.p)
         total = recon + reg + lp * penalty if lp > 0 else recon + reg
         # One log key whatever p is (the exponent is a param of the run, not part of the name).
-        return Loss(total, {"recon": recon, **terms, "logscale_lp": penalty}, z)
+        terms = {"recon": recon, **terms, "logscale_lp": penalty}
+        if self.critic is None:
+            return Loss(total, terms, z)
+        # ACAI: decode α·z₁ + (1−α)·z₂ with z₂ the batch reversed; the AE wants d(x̂_mix) = 0.
+        alpha = noise["alpha"]
+        x_mix = torch.sigmoid(model.decode(alpha[:, None] * z + (1 - alpha[:, None]) * z.flip(0)))
+        self.critic.requires_grad_(False)  # the AE's term puts no gradient on the critic
+        acai = self.critic(x_mix).pow(2).mean()
+        self.critic.requires_grad_(True)
+        batch = AcaiBatch(x, torch.sigmoid(logits).detach(), x_mix.detach(), alpha)
+        return Loss(total + self.cfg.acai * acai, {**terms, "acai": acai}, z, batch)
+
+    def critic_loss(self, batch: AcaiBatch) -> torch.Tensor:
+        """The ACAI critic's loss on a Loss.acai batch (see `critic_loss`)."""
+        return critic_loss(self.critic, batch, self.cfg.acai_gamma)
 
     def adversary_loss(self, zq: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
         """Loss of the objective's own adversary on detached codes; None when it has none."""
@@ -148,14 +197,21 @@ class WWAE(Objective):
         return self.cfg.lam * w2, {"w2": w2}
 
 
+class PlainAE(Objective):
+    """A plain auto-encoder: reconstruction only (with acai > 0: the ACAI paper's model)."""
+
+    def regulariser(self, mu, s, z, noise):
+        return z.new_zeros(()), {}
+
+
 class WAEGAN(Objective):
     """WAE-GAN: recon + λ·BCE(D(z_q), 1); the adversary D (MLP 4 × 512 ReLU → 1 logit on z)
     is trained by its own optimizer on λ·[BCE(D(z_p), 1) + BCE(D(z_q), 0)] (PROTOCOL §9).
     D keeps PyTorch's default init whatever model.init says: ModelConfig.init covers the
     encoder and decoder only."""
 
-    def __init__(self, cfg: ObjectiveConfig, model: AutoEncoder) -> None:
-        super().__init__(cfg, model)
+    def __init__(self, cfg: ObjectiveConfig, model: AutoEncoder, critic_depth: int = 16) -> None:
+        super().__init__(cfg, model, critic_depth)
         dims = (model.latent_dim, 512, 512, 512, 512)
         layers = [m for a, b in zip(dims, dims[1:]) for m in (nn.Linear(a, b), nn.ReLU())]
         self.adversary = nn.Sequential(*layers, nn.Linear(512, 1))
@@ -181,9 +237,11 @@ OBJECTIVES: dict[str, type[Objective]] = {
     "wae_mmd": WAEMMD,
     "wae_gan": WAEGAN,
     "wwae": WWAE,
+    "ae": PlainAE,
 }
 
 
-def build_objective(cfg: ObjectiveConfig, model: AutoEncoder) -> Objective:
-    """The objective a config names, for `model`'s posterior, prior and latent size."""
-    return OBJECTIVES[cfg.name](cfg, model)
+def build_objective(cfg: ObjectiveConfig, model: AutoEncoder, critic_depth: int = 16) -> Objective:
+    """The objective a config names, for `model`'s posterior, prior and latent size; an ACAI
+    critic (when cfg.acai > 0) of conv32 width `critic_depth`."""
+    return OBJECTIVES[cfg.name](cfg, model, critic_depth)

@@ -88,6 +88,30 @@ class BoxPosterior:
         return (-s + 0.5 * math.log(2 * math.pi) + 0.5 * (m.pow(2) + (2 * s).exp() / 12)).sum(1)
 
 
+class DeterministicPosterior:
+    """q(z|x) = δ(μ): a deterministic encoder (the WAE and ACAI papers' choice); the log-scale
+    head is computed but unused (its penalty is only logged)."""
+
+    name = "deterministic"
+
+    def clip(self, s: torch.Tensor) -> torch.Tensor:
+        return s
+
+    def noise(self, mu: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """No draw (the generator is left alone): zeros shaped like μ."""
+        return torch.zeros_like(mu)
+
+    def reparam(self, mu: torch.Tensor, s: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """z = μ: (n, d) -> (n, d)."""
+        return mu
+
+    def sample(
+        self, mu: torch.Tensor, s: torch.Tensor, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """z = μ: (n, d) -> (n, d)."""
+        return mu
+
+
 class GaussianPrior:
     """p(z) = N(0, I). span: latent traversals sweep each code over [−span, span] (±2 σ)."""
 
@@ -124,7 +148,11 @@ class UniformPrior:
         return self.transform(self.noise(n, d, generator))
 
 
-Posterior = GaussianPosterior | BoxPosterior
+Posterior = GaussianPosterior | BoxPosterior | DeterministicPosterior
 Prior = GaussianPrior | UniformPrior
-POSTERIORS: dict[str, type[Posterior]] = {"gaussian": GaussianPosterior, "box": BoxPosterior}
+POSTERIORS: dict[str, type[Posterior]] = {
+    "gaussian": GaussianPosterior,
+    "box": BoxPosterior,
+    "deterministic": DeterministicPosterior,
+}
 PRIORS: dict[str, Prior] = {"gaussian": GaussianPrior(), "uniform": UniformPrior()}

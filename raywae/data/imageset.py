@@ -1,0 +1,81 @@
+"""Small image datasets held in memory (lines, MNIST): float pixels in [0, 1], flattened.
+
+The Trainer reads them like the dSprites table: one (N, P) table, train rows first.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from raywae.data.lines import LINES_TEST, LINES_TRAIN, lines_split, render_lines
+from raywae.data.mnist import load_mnist
+
+MNIST_PAD = 2  # 28×28 digits centred on a 32×32 canvas, as the ACAI paper's mnist32
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """train: (n_train, side²) float32, test: (n_test, side²) float32, pixels in [0, 1].
+
+    test_angles: the lines benchmark's test angles (None for other datasets)."""
+
+    name: str
+    side: int
+    train: np.ndarray
+    test: np.ndarray
+    test_angles: np.ndarray | None = None
+
+    def table(self) -> np.ndarray:
+        """(n_train + n_test, side²): train rows, then test rows."""
+        return np.concatenate([self.train, self.test])
+
+    def images(self, index: np.ndarray) -> np.ndarray:
+        """Test images by index: (k, side, side) float32 in [0, 1]."""
+        return self.test[np.asarray(index)].reshape(-1, self.side, self.side)
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """sha256 of the float32 pixels, train then test (a resumed sweep checks it)."""
+        h = hashlib.sha256(np.ascontiguousarray(self.train).data)
+        h.update(np.ascontiguousarray(self.test).data)
+        return h.hexdigest()
+
+    def provenance(self) -> dict[str, str]:
+        """What a run logs about its data (the keys of DSprites.provenance)."""
+        return {
+            "data/source": self.name,
+            "data/fingerprint": self.fingerprint,
+            "data/origin": self.name,
+            "data/grid": f"{len(self.train)} train, {len(self.test)} test, {self.side}x{self.side}",
+        }
+
+
+@functools.cache
+def lines_set(n_train: int = LINES_TRAIN, n_test: int = LINES_TEST) -> ImageSet:
+    """The lines benchmark (PROTOCOL §9), its [−1, 1] pixels mapped to [0, 1] (smaller sizes
+    for tests: other draws)."""
+    train, test = lines_split(n_train, n_test)
+    side = render_lines(train[:1]).shape[-1]
+
+    def flat(angles: np.ndarray) -> np.ndarray:  # in chunks: float64 temporaries stay small
+        chunks = [render_lines(angles[i : i + 4096]) for i in range(0, len(angles), 4096)]
+        return ((np.concatenate(chunks) + 1.0) / 2.0).reshape(len(angles), -1)
+
+    return ImageSet("lines", side, flat(train), flat(test), test)
+
+
+def mnist_set(directory: Path | None = None) -> ImageSet:
+    """MNIST, 28×28 padded to 32×32, pixels /255 (the IDX files under `directory`)."""
+    arrays = load_mnist(directory)
+
+    def flat(images: np.ndarray) -> np.ndarray:
+        x = np.pad(images, ((0, 0), (MNIST_PAD,) * 2, (MNIST_PAD,) * 2)).astype(np.float32)
+        return (x / 255.0).reshape(len(images), -1)
+
+    side = 28 + 2 * MNIST_PAD
+    return ImageSet("mnist", side, flat(arrays["train_images"]), flat(arrays["test_images"]))

@@ -149,14 +149,12 @@ class Experiment:
         -> Higgins on 4 and 5 factors and the extra metrics; time/final_eval_s."""
         start, m = time.perf_counter(), self.cfg.metrics
         out = self.trainer.evaluate(progress=self.progress)
-        if isinstance(self.ds, ImageSet):
-            if self.ds.name == "lines":  # PROTOCOL §9, on [−1, 1] frames as the benchmark's
-                frames = 2.0 * interpolate(self.model, *interpolation_pairs(self.ds)) - 1.0
-                out |= {f"metric/{k}": v for k, v in interpolation_metrics(frames).items()}
-            out["time/final_eval_s"] = time.perf_counter() - start
-            return out
-        codes, grid = self.code_table()
-        out |= report(codes, grid, self.cfg.seed, m.extra, m.runs, m.preset)
+        if not isinstance(self.ds, ImageSet):
+            codes, grid = self.code_table()
+            out |= report(codes, grid, self.cfg.seed, m.extra, m.runs, m.preset)
+        elif self.ds.name == "lines":  # PROTOCOL §9, on [−1, 1] frames as the benchmark's
+            frames = 2.0 * interpolate(self.model, *interpolation_pairs(self.ds)) - 1.0
+            out |= {f"metric/{k}": v for k, v in interpolation_metrics(frames).items()}
         out["time/final_eval_s"] = time.perf_counter() - start
         return out
 

@@ -180,8 +180,7 @@ class PackedTrainer:
             if not bad:
                 break
             # Leave the diverged models out and redo the step for the others (same inputs).
-            keep = [r for r in range(len(self.active)) if r not in bad]
-            self._drop_rows(bad)
+            keep = self._drop_rows(bad)
             if not keep:
                 return
             x, noise = x[keep], {k: v[keep] for k, v in noise.items()}
@@ -203,10 +202,12 @@ class PackedTrainer:
             out.append(r)
         return out
 
-    def _drop_rows(self, bad: list[int]) -> None:
+    def _drop_rows(self, bad: list[int]) -> list[int]:
+        """Drop the stack rows `bad` (their window rows too); return the rows kept."""
         keep = [r for r in range(len(self.active)) if r not in bad]
         self._rows = [w[keep] for w in self._rows]
         self._keep(keep)
+        return keep
 
     def _flush(self) -> dict[int, dict[str, float]]:
         if not self._rows:
@@ -214,9 +215,7 @@ class PackedTrainer:
         rows = torch.stack(self._rows)  # (k, R_active, terms)
         if self.device.type != "cpu":  # CPU checked every step; CUDA checks the window once
             if bad := self._check(rows, self.step - len(self._rows) + 1):
-                keep = [r for r in range(len(self.active)) if r not in bad]
-                rows = rows[:, keep]
-                self._drop_rows(bad)
+                rows = rows[:, self._drop_rows(bad)]
         means = rows.mean(0).tolist()  # the one sync of the window
         elapsed = time.perf_counter() - self._window_start
         per_model = len(self._rows) * self.cfg.train.batch_size / elapsed
@@ -289,6 +288,7 @@ class PackedTrainer:
             "objective": self._step_module.objective.state_dict(),
             "optimizer": {"state": state, "param_groups": opt["param_groups"]},
             "adv_optimizer": None,
+            "critic_optimizer": None,
             "step": self.step,
             "rng": {
                 "data": self.data_gens[member].get_state(),

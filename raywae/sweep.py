@@ -293,6 +293,12 @@ def run(
     resume: bool,
 ) -> int:
     """Start (or resume) the Tuner; print a summary; 0 if every trial finished."""
+    if spec.pack > 1:
+        raise SweepError(
+            f"{spec.source}: pack: {spec.pack}: packed trials are planned (--dry-run) and "
+            "trained by raywae.pack.PackedTrainer, but the Tune trainable and MLflow logging "
+            "of packs are not written yet; run with --set pack=1"
+        )
     import ray
     from ray import tune
 
@@ -317,12 +323,6 @@ def run(
     prepare_store(tracking_uri)
     if resume:
         check_same_data(spec.name, tracking_uri, tags)
-    if spec.pack > 1:
-        raise SweepError(
-            f"{spec.source}: pack: {spec.pack}: packed trials are planned (--dry-run) and "
-            "trained by raywae.pack.PackedTrainer, but the Tune trainable and MLflow logging "
-            "of packs are not written yet; run with --set pack=1"
-        )
     # Trials draw bars (through the driver) only on a terminal: in a log file each redraw
     # would be one more line.
     env = {BARS_ENV: "1" if sys.stdout.isatty() else "0"}

@@ -220,21 +220,24 @@ class Trainer:
         self.optimizer.step()
         if self.adv_optimizer is not None:
             adv = self.objective.adversary_loss(out.z.detach(), self.noise_gen)
-            self.adv_optimizer.zero_grad(set_to_none=True)
-            adv.backward()
-            self.adv_optimizer.step()
-            row = torch.cat([row, adv.detach()[None]])
-            if self.device.type == "cpu":
-                self._check(row[None], self.step + 1)
+            row = self._side_step(self.adv_optimizer, adv, row)
         if self.critic_optimizer is not None:
             critic = self.objective.critic_loss(out.acai)
-            self.critic_optimizer.zero_grad(set_to_none=True)
-            critic.backward()
-            self.critic_optimizer.step()
-            row = torch.cat([row, critic.detach()[None]])
-            if self.device.type == "cpu":
-                self._check(row[None], self.step + 1)
+            row = self._side_step(self.critic_optimizer, critic, row)
         self._rows.append(row)
+
+    def _side_step(
+        self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, row: torch.Tensor
+    ) -> torch.Tensor:
+        """One step of a network the objective trains on its own loss (WAE-GAN's adversary,
+        ACAI's critic); returns the step's row with that loss appended (checked on CPU)."""
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        row = torch.cat([row, loss.detach()[None]])
+        if self.device.type == "cpu":
+            self._check(row[None], self.step + 1)
+        return row
 
     def _check(self, rows: torch.Tensor, first_step: int) -> None:
         """rows: (k, terms) of steps first_step, first_step+1, ...; raise at the first bad one."""

@@ -134,7 +134,7 @@ class Conv32Decoder(nn.Module):
         super().__init__()
         scales = (SIDE32 // LATENT_WIDTH).bit_length() - 1
         act = nn.LeakyReLU(0.2)
-        ch = latent_dim // (LATENT_WIDTH * LATENT_WIDTH)
+        self.grid = ch = latent_dim // (LATENT_WIDTH * LATENT_WIDTH)
         layers: list[nn.Module] = []
         for k in range(scales - 1, -1, -1):
             out = depth << k
@@ -143,7 +143,6 @@ class Conv32Decoder(nn.Module):
             ch = out
         layers += [nn.Conv2d(ch, depth, 3, padding=1), act, nn.Conv2d(depth, 1, 3, padding=1)]
         self.net = nn.Sequential(*layers)
-        self.grid = latent_dim // (LATENT_WIDTH * LATENT_WIDTH)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z.view(-1, self.grid, LATENT_WIDTH, LATENT_WIDTH)).flatten(1)
@@ -219,9 +218,7 @@ def build_model(cfg: ModelConfig) -> AutoEncoder:
     defaults. The box posterior is built with cfg.box_anchor.
     """
     enc_cls, dec_cls = ARCHS[cfg.arch]
-    width: dict = {"hidden": cfg.hidden} if cfg.arch == "fc" else {}
-    if cfg.arch == "conv32":
-        width = {"depth": cfg.depth}
+    width = {"fc": {"hidden": cfg.hidden}, "conv32": {"depth": cfg.depth}}.get(cfg.arch, {})
     head = {"mean_head": cfg.mean_head} if cfg.arch != "conv" else {}
     encoder = enc_cls(cfg.latent_dim, **width, **head)
     decoder = dec_cls(cfg.latent_dim, **width)

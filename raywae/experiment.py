@@ -104,6 +104,15 @@ def save_atomic(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def load_checkpoint(trainer: Any, path: Path, name: str | None = None) -> None:
+    """trainer.load_state_dict of the checkpoint at `path` (weights only: no pickled objects).
+    An unreadable one is a CheckpointError naming it (`name`, else `path`)."""
+    try:
+        trainer.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except (OSError, RuntimeError, EOFError, KeyError, pickle.UnpicklingError) as err:
+        raise CheckpointError(f"{name or path}: unreadable checkpoint: {err}") from None
+
+
 class Experiment:
     """One run: its config, dataset and Trainer (every seed from cfg.seed).
 
@@ -111,11 +120,16 @@ class Experiment:
     tqdm-like factory for evaluation bars only (Ray's tqdm_ray inside a trial)."""
 
     def __init__(
-        self, cfg: Config, ds: DSprites | ImageSet | None = None, progress: bool | Bar = True
+        self,
+        cfg: Config,
+        ds: DSprites | ImageSet | None = None,
+        progress: bool | Bar = True,
+        trainer: Trainer | None = None,
     ) -> None:
         self.cfg, self.progress = cfg, progress
         self.ds = ds if ds is not None else open_dataset(cfg.data)
-        self.trainer = Trainer(cfg, self.ds)
+        # trainer: another trainer of cfg's run (a pack member's view, raywae.pack.Member)
+        self.trainer = trainer if trainer is not None else Trainer(cfg, self.ds)
 
     @property
     def model(self) -> AutoEncoder:
@@ -143,27 +157,31 @@ class Experiment:
         figures = self.trainer.evaluate(PROGRESS_EVAL_IMAGES, progress=False)
         return {f"{k}_5k": v for k, v in figures.items()}
 
-    def final(self) -> dict[str, float]:
+    def final(self, codes: np.ndarray | None = None) -> dict[str, float]:
         """PROTOCOL §6-§8: test/recon and test/recon_mean over the whole test split, then one
         code table of encoder means (over the grid, or its metrics.grid_subsample subgrid)
-        -> Higgins on 4 and 5 factors and the extra metrics; time/final_eval_s."""
+        -> Higgins on 4 and 5 factors and the extra metrics; time/final_eval_s.
+        codes: that table when it is already made (a pack encodes all its members at once)."""
         start, m = time.perf_counter(), self.cfg.metrics
         out = self.trainer.evaluate(progress=self.progress)
         if not isinstance(self.ds, ImageSet):
-            codes, grid = self.code_table()
-            out |= report(codes, grid, self.cfg.seed, m.extra, m.runs, m.preset)
+            codes = self.code_table() if codes is None else codes
+            out |= report(codes, self.metric_grid(), self.cfg.seed, m.extra, m.runs, m.preset)
         elif self.ds.name == "lines":  # PROTOCOL §9, on [−1, 1] frames as the benchmark's
             frames = 2.0 * interpolate(self.model, *interpolation_pairs(self.ds)) - 1.0
             out |= {f"metric/{k}": v for k, v in interpolation_metrics(frames).items()}
         out["time/final_eval_s"] = time.perf_counter() - start
         return out
 
-    def code_table(self) -> tuple[np.ndarray, FactorGrid]:
-        """Encoder means (len(grid), d) over the grid the metrics use: the data's grid, or
-        its subgrid metrics.grid_subsample (every k-th value of the named factors)."""
+    def metric_grid(self) -> FactorGrid:
+        """The grid the metrics use: the data's grid, or its subgrid metrics.grid_subsample
+        (every k-th value of the named factors)."""
         steps = self.cfg.metrics.grid_subsample
-        grid = self.ds.grid.subgrid(steps) if steps else self.ds.grid
-        return encode_grid(self.model, self.ds, grid=grid, progress=self.progress), grid
+        return self.ds.grid.subgrid(steps) if steps else self.ds.grid
+
+    def code_table(self) -> np.ndarray:
+        """Encoder means (len(metric_grid()), d)."""
+        return encode_grid(self.model, self.ds, grid=self.metric_grid(), progress=self.progress)
 
     def save(self, path: Path) -> None:
         """The checkpoint (Trainer.state_dict) at `path`, written atomically."""
@@ -173,11 +191,7 @@ class Experiment:
         """Continue from a checkpoint written by save() for the same config. An unreadable
         one (truncated, corrupted) is a CheckpointError naming it (`name`, else `path`):
         never a silent restart from step 0."""
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            self.trainer.load_state_dict(state)
-        except (OSError, RuntimeError, EOFError, KeyError, pickle.UnpicklingError) as err:
-            raise CheckpointError(f"{name or path}: unreadable checkpoint: {err}") from None
+        load_checkpoint(self.trainer, path, name)
 
     def write_outputs(
         self, folder: Path, results: dict[str, Any], weights: bool = True

@@ -6,12 +6,17 @@ model keeps what a solo `Trainer` of its seed has: its init, batches, noise (its
 generators, drawn in the same order), Adam state (Adam is element-wise, so one Adam over
 the stacks is R Adams), NaN check, logs and checkpoint slice (a solo Trainer's state_dict).
 A model whose loss goes non-finite leaves the pack; the others train on.
+
+`PackExperiment` is a pack end to end without Ray (what `Experiment` is for one run): each
+member is an `Experiment` over a `Member` view of the pack, so its progress figures, final
+metrics and files are computed as a solo run's, from one encoding pass for all members.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,8 +25,11 @@ from torch.func import functional_call, vmap
 
 from raywae.config import Config, to_dict
 from raywae.data import DSprites, FactorGrid
+from raywae.data.imageset import ImageSet
+from raywae.experiment import FAILED, Experiment, load_checkpoint, open_dataset, save_atomic
 from raywae.metrics import encode_grid
 from raywae.models import AutoEncoder, Objective
+from raywae.progress import Bar
 from raywae.train import (
     NonFiniteLossError,
     adam_options,
@@ -98,7 +106,7 @@ class PackedTrainer:
     1-based step, as a solo run raises it). On CPU a model is checked every step, before its
     loss touches the weights; on CUDA once per report window (no host sync per step)."""
 
-    def __init__(self, cfgs: list[Config], ds: DSprites) -> None:
+    def __init__(self, cfgs: list[Config], ds: DSprites | ImageSet) -> None:
         check_packable(cfgs)
         self.cfgs, self.cfg, self.ds = list(cfgs), cfgs[0], ds
         self.device = resolve_device(self.cfg.train.device)
@@ -130,6 +138,7 @@ class PackedTrainer:
         """New leaf stacks (R_active, ...) and an Adam over them; `state`: per-stack Adam
         state ({"step", "exp_avg", "exp_avg_sq"}) for the same rows, or None (fresh)."""
         self.params = {n: t.detach().clone().requires_grad_() for n, t in stacks.items()}
+        self._synced: tuple[int, tuple[int, ...]] | None = None  # models hold no stack yet
         lr = learning_rate(self.step, self.cfg.train)
         self.optimizer = torch.optim.Adam(
             list(self.params.values()), lr=lr, **adam_options(self.device)
@@ -254,6 +263,9 @@ class PackedTrainer:
 
     def sync_models(self) -> None:
         """Copy the active members' stacked weights into their own modules (self.models)."""
+        if self._synced == (self.step, tuple(self.active)):
+            return  # already copied since the last step
+        self._synced = (self.step, tuple(self.active))
         with torch.no_grad():
             for r, member in enumerate(self.active):
                 module = _Step(self.models[member], self._step_module.objective)
@@ -338,3 +350,99 @@ class PackedTrainer:
                 }
             )
         self._set_params(stacks, state)
+
+
+class Member:
+    """One member of a pack, seen as its solo Trainer is by an Experiment: model (synced from
+    the stacks), step, device, evaluate (the member's own evaluation seed)."""
+
+    def __init__(self, pack: PackedTrainer, member: int) -> None:
+        self.pack, self.member = pack, member
+
+    @property
+    def model(self) -> AutoEncoder:
+        self.pack.sync_models()
+        return self.pack.models[self.member]
+
+    @property
+    def step(self) -> int:
+        return self.pack.step
+
+    @property
+    def device(self) -> torch.device:
+        return self.pack.device
+
+    def evaluate(self, max_images: int | None = None, progress: Any = None) -> dict:
+        return self.pack.evaluate(self.member, max_images, progress)
+
+
+class PackExperiment:
+    """R runs of one setting (cfgs: equal but for the seed) trained as one pack; member i is
+    an Experiment of cfgs[i], whose figures and files equal its solo run's (float tolerance)."""
+
+    def __init__(
+        self,
+        cfgs: list[Config],
+        ds: DSprites | ImageSet | None = None,
+        progress: bool | Bar = False,
+    ) -> None:
+        ds = ds if ds is not None else open_dataset(cfgs[0].data)
+        self.pack = PackedTrainer(cfgs, ds)
+        self.members = [
+            Experiment(cfg, ds, progress, trainer=Member(self.pack, i))
+            for i, cfg in enumerate(cfgs)
+        ]
+
+    @property
+    def done(self) -> bool:
+        return self.pack.step >= self.pack.cfg.train.steps or not self.pack.active
+
+    def train(self, report: Callable[[dict[int, dict[str, Any]]], None]) -> dict[int, dict]:
+        """Train every member to train.steps. Every train.report_every steps but the last,
+        report(logs) gets each active member's solo-style window logs (Experiment.train's,
+        test/recon_5k included). Returns each active member's last window logs."""
+
+        def window(pack: PackedTrainer, logs: dict[int, dict[str, float]]) -> None:
+            if not self.done:
+                report({m: {**v, **self.members[m].progress_figures()} for m, v in logs.items()})
+
+        return self.pack.run(callback=window)
+
+    def failures(self) -> dict[int, dict[str, Any]]:
+        """Each diverged member's final report: its step and the FAILED reason."""
+        return {
+            m: {"step": e.step, FAILED: f"{type(e).__name__}: {e}"}
+            for m, e in self.pack.failed.items()
+        }
+
+    def final(self) -> dict[int, dict[str, float]]:
+        """Each active member's Experiment.final, from one encoding pass for all of them;
+        time/final_eval_s includes the member's share of that pass."""
+        active = self.pack.active
+        if not active:
+            return {}
+        start, first = time.perf_counter(), self.members[active[0]]
+        codes = None
+        if not isinstance(first.ds, ImageSet):
+            codes = self.pack.code_tables(first.metric_grid(), progress=first.progress)
+        shared = (time.perf_counter() - start) / len(active)
+        out = {}
+        for r, m in enumerate(active):
+            out[m] = self.members[m].final(None if codes is None else codes[r])
+            out[m]["time/final_eval_s"] += shared
+        return out
+
+    def save(self, path: Path) -> None:
+        """The pack's checkpoint (PackedTrainer.state_dict) at `path`, written atomically."""
+        save_atomic(self.pack.state_dict(), path)
+
+    def restore(self, path: Path, name: str | None = None) -> None:
+        """Continue from save()'s checkpoint; an unreadable one is a CheckpointError."""
+        load_checkpoint(self.pack, path, name)
+
+    def write_outputs(
+        self, folder: Path, results: dict[int, dict[str, Any]], weights: bool = True
+    ) -> None:
+        """Each finished member's files (Experiment.write_outputs) in folder/<member>/."""
+        for m, figures in results.items():
+            self.members[m].write_outputs(folder / str(m), figures, weights)

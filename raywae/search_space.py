@@ -202,6 +202,28 @@ class SweepSpec:
                 out.append([i])
         return out
 
+    def planned(self) -> list[dict[str, Any]]:
+        """A grid sweep's Tune trials as flat trial dicts: each planned trial's, or with
+        pack > 1 one per pack of two or more: its first member's with `seeds` (every
+        member's seed, in order) in place of `seed` (see `members`)."""
+        trials = [t.as_config() for t in self.trials()]
+        out = []
+        for members in self.packs():
+            first = dict(trials[members[0]])
+            if len(members) > 1:
+                del first["seed"]
+                first["seeds"] = [trials[i]["seed"] for i in members]
+            out.append(first)
+        return out
+
+    @staticmethod
+    def members(trial: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """A Tune trial's runs as trial dicts: one per seed of a pack, else the trial."""
+        if "seeds" not in trial:
+            return [dict(trial)]
+        rest = {k: v for k, v in trial.items() if k != "seeds"}
+        return [{**rest, "seed": seed} for seed in trial["seeds"]]
+
     def trials(self) -> list[Trial]:
         """The planned trials of a grid sweep: per arm, grid product x seeds (arm order)."""
         out = []

@@ -245,7 +245,7 @@ def planned_search(spec: SweepSpec) -> Any:
         def restore(self, checkpoint_path: str) -> None:
             self.next = json.loads(Path(checkpoint_path).read_text())["next"]
 
-    return PlannedSearch([t.as_config() for t in spec.trials()])
+    return PlannedSearch(spec.planned())
 
 
 def searcher(spec: SweepSpec, experiment: Path) -> Any:
@@ -293,12 +293,6 @@ def run(
     resume: bool,
 ) -> int:
     """Start (or resume) the Tuner; print a summary; 0 if every trial finished."""
-    if spec.pack > 1:
-        raise SweepError(
-            f"{spec.source}: pack: {spec.pack}: packed trials are planned (--dry-run) and "
-            "trained by raywae.pack.PackedTrainer, but the Tune trainable and MLflow logging "
-            "of packs are not written yet; run with --set pack=1"
-        )
     import ray
     from ray import tune
 
@@ -346,7 +340,7 @@ def run(
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True)
     else:
         if spec.algorithm == "grid":
-            search, samples = planned_search(spec), len(spec.trials())
+            search, samples = planned_search(spec), len(spec.planned())
         else:
             search, samples = searcher(spec, experiment or Path(".")), spec.num_samples
         tuner = tune.Tuner(
@@ -371,28 +365,44 @@ def run(
     return summarize(spec, results, path, tracking_uri)
 
 
+def model_results(results: Any) -> list[tuple[str, Any, dict[str, Any]]]:
+    """One (name, Tune result, logs) per model: a trial's last result, or each member's of a
+    packed trial (name: the trial's folder, plus the member's seed)."""
+    out = []
+    for r in results:
+        metrics = r.metrics or {}
+        for m, logs in (metrics.get("members") or {"": metrics}).items():
+            name = r.path if not m else f"{r.path} seed {logs.get('seed')}"
+            out.append((name, r, {**logs, "arm": (r.config or {}).get("arm")}))
+    return out
+
+
 def summarize(spec: SweepSpec, results: Any, path: str, tracking_uri: str) -> int:
-    """Best trial per arm, failures, and where everything is."""
+    """Best model per arm, failures, and where everything is."""
+    import pandas as pd
+
     from raywae.experiment import FAILED
 
-    df = results.get_dataframe()
-    metric, mode = spec.metric[0], spec.mode[0]
+    models = model_results(results)
     failures = {
-        r.path: str(r.error).strip().splitlines()[-1] if r.error else r.metrics[FAILED]
-        for r in results
-        if r.error is not None or r.metrics.get(FAILED)
+        name: str(r.error).strip().splitlines()[-1] if r.error else logs[FAILED]
+        for name, r, logs in models
+        if r.error is not None or logs.get(FAILED)
     }
-    print(f"\n=== {spec.name}: {len(df)} trials, {len(failures)} failed ===")
-    if "config/arm" in df.columns and metric in df.columns:
+    df = pd.DataFrame([{"name": name, **logs} for name, r, logs in models if r.error is None])
+    metric, mode = spec.metric[0], spec.mode[0]
+    packs = f" ({len(models)} models)" if len(models) != len(results) else ""
+    print(f"\n=== {spec.name}: {len(results)} trials{packs}, {len(failures)} failed ===")
+    if "arm" in df.columns and metric in df.columns:
         cols = [c for c in dict.fromkeys((metric, *SUMMARY_COLUMNS)) if c in df.columns]
-        for arm, rows in df.groupby("config/arm"):
+        for name, rows in df.groupby("arm"):
             rows = rows.dropna(subset=[metric])
             if len(rows):
                 best = rows.loc[rows[metric].idxmax() if mode == "max" else rows[metric].idxmin()]
                 figures = ", ".join(f"{c} {best[c]:.4g}" for c in cols)
-                print(f"best {arm} ({mode} {metric}): trial {best['trial_id']}: {figures}")
-    for path_, reason in failures.items():
-        print(f"failed: {path_}: {reason}")
+                print(f"best {name} ({mode} {metric}): {Path(best['name']).name}: {figures}")
+    for name, reason in failures.items():
+        print(f"failed: {name}: {reason}")
     unfinished = [r for r in results if r.error is None and not r.metrics.get("done")]
     print(f"Tune results: {path}")
     print(f"MLflow: experiment {spec.name!r} at {tracking_uri}")

@@ -1,4 +1,5 @@
-"""MLflow: one run per Tune trial, logged from the driver by a Tune callback.
+"""MLflow: one run per model (a Tune trial, or each member of a packed trial), logged from
+the driver by a Tune callback.
 
 Params are the trial's flattened config; metrics keep their step history; tags say which
 sweep, code and data produced the run; artifacts are the trial's images and final metrics.
@@ -28,6 +29,8 @@ from raywae.experiment import CONFIG_FILE, FAILED
 from raywae.search_space import SweepSpec
 
 TRIAL_TAG = "raywae.trial_id"
+MEMBER_TAG = "raywae.pack_member"  # a packed trial's run: the member's index in its pack
+PACK_TAG = "raywae.pack_size"
 SWEEP_TAG = "raywae.tune_path"  # the Tune experiment a run belongs to (storage/name)
 ORPHANED = (
     "its trial started after Tune last saved the sweep, and the driver was killed: "
@@ -123,6 +126,7 @@ class MLflowCallback(tune.Callback):
         self._client: MlflowClient | None = None
         self._runs: dict[str, str] = {}
         self._last_step: dict[str, int] = {}
+        self._closed: set[str] = set()  # run keys whose run is FINISHED or FAILED
         self._reconciled = False
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks with the experiment
@@ -139,37 +143,56 @@ class MLflowCallback(tune.Callback):
             self._experiment = experiment_id(self._client, self.spec.name, self.tracking_uri)
         return self._client
 
-    def _find(self, trial: Any) -> Any:
-        """The trial's existing run (a resumed sweep), or None."""
-        found = self.client.search_runs(
-            [self._experiment], f"tags.`{TRIAL_TAG}` = '{trial.trial_id}'", max_results=1
-        )
+    def members(self, trial: Any) -> dict[str, dict[str, Any]]:
+        """The trial's runs, key -> its trial dict: a trial's key is its id; a packed trial
+        has one run per member, `<trial id>/<member>`."""
+        members = self.spec.members(trial.config)
+        if "seeds" not in trial.config:
+            return {trial.trial_id: members[0]}
+        return {f"{trial.trial_id}/{i}": m for i, m in enumerate(members)}
+
+    def _find(self, key: str) -> Any:
+        """The run of `key` (a resumed sweep), or None."""
+        trial_id, _, member = key.partition("/")
+        query = f"tags.`{TRIAL_TAG}` = '{trial_id}'"
+        if member:
+            query += f" and tags.`{MEMBER_TAG}` = '{member}'"
+        found = self.client.search_runs([self._experiment], query, max_results=1)
         return found[0] if found else None
 
-    def run_id(self, trial: Any) -> str:
-        """The trial's run: cached, else found by tag (resume), else created."""
-        if trial.trial_id in self._runs:
-            return self._runs[trial.trial_id]
+    def run_ids(self, trial: Any) -> dict[str, str]:
+        """The trial's runs (key -> run id): cached, else found by tag (resume), else
+        created; a run found FAILED or FINISHED stays closed."""
+        members = self.members(trial)
+        for key, member in members.items():
+            if key not in self._runs:
+                self._runs[key] = self._open(trial, key, member)
+        return {key: self._runs[key] for key in members}
+
+    def _open(self, trial: Any, key: str, member: dict[str, Any]) -> str:
         client = self.client
-        if found := self._find(trial):
+        if found := self._find(key):
             run_id = found.info.run_id
             history = client.get_metric_history(run_id, "train/loss")
-            self._last_step[trial.trial_id] = max((m.step for m in history), default=-1)
-        else:
-            config, arm = self.spec.config(trial.config), trial.config["arm"]
-            tags = {
-                **self.tags,
-                TRIAL_TAG: trial.trial_id,
-                "raywae.arm": arm,
-                "mlflow.runName": run_name(trial.config),
-            }
-            run_id = client.create_run(self._experiment, tags=tags).info.run_id
-            params = {**flatten(config), "arm": arm}
-            client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
-            # The config itself, not only its flattened strings: analysis rebuilds it from this.
-            client.log_dict(run_id, to_dict(config), CONFIG_FILE)
-            self._last_step[trial.trial_id] = -1
-        self._runs[trial.trial_id] = run_id
+            self._last_step[key] = max((m.step for m in history), default=-1)
+            if found.info.status in ("FINISHED", "FAILED"):
+                self._closed.add(key)
+            return run_id
+        config, arm = self.spec.config(member), member["arm"]
+        tags = {
+            **self.tags,
+            TRIAL_TAG: trial.trial_id,
+            "raywae.arm": arm,
+            "mlflow.runName": run_name(member),
+        }
+        if "/" in key:
+            tags |= {MEMBER_TAG: key.partition("/")[2], PACK_TAG: str(len(trial.config["seeds"]))}
+        run_id = client.create_run(self._experiment, tags=tags).info.run_id
+        params = {**flatten(config), "arm": arm}
+        client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        # The config itself, not only its flattened strings: analysis rebuilds it from this.
+        client.log_dict(run_id, to_dict(config), CONFIG_FILE)
+        self._last_step[key] = -1
         return run_id
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
@@ -201,45 +224,70 @@ class MLflowCallback(tune.Callback):
                 self.on_trial_complete(0, trials, trial)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.client.update_run(self.run_id(trial), "RUNNING")
+        for key, run_id in self.run_ids(trial).items():
+            if key not in self._closed:
+                self.client.update_run(run_id, "RUNNING")
+
+    @staticmethod
+    def member_results(trial: Any, result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """A result per run key: the trial's own, or each member's of a packed trial (with
+        the trial's node / device context)."""
+        if "members" not in result:
+            return {trial.trial_id: result}
+        context = {k: v for k, v in result.items() if k != "members"}
+        return {f"{trial.trial_id}/{m}": {**context, **v} for m, v in result["members"].items()}
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
-        run_id, step = self.run_id(trial), int(result.get("step", 0))
-        if step <= self._last_step[trial.trial_id]:
-            return  # already logged before a restart
-        self._last_step[trial.trial_id] = step
-        now = int(time.time() * 1000)
-        metrics = [
-            Metric(k, float(v), now, step)
-            for k, v in result.items()
-            if k.startswith(LOGGED_PREFIXES) and isinstance(v, int | float)
-        ]
-        context = ("node_ip", "node_id", "gpu_ids", "device")
-        tags = [RunTag(f"raywae.{k}", str(result[k])) for k in context if k in result]
-        self.client.log_batch(run_id, metrics=metrics, tags=tags)
+        runs = self.run_ids(trial)
+        for key, logs in self.member_results(trial, result).items():
+            if key in self._closed:
+                continue
+            if failed := logs.get(FAILED):  # a pack member that diverged: closed at once
+                self._failed(key, runs[key], failed)
+                continue
+            step = int(logs.get("step", 0))
+            if step <= self._last_step[key]:
+                continue  # already logged before a restart
+            self._last_step[key] = step
+            now = int(time.time() * 1000)
+            metrics = [
+                Metric(k, float(v), now, step)
+                for k, v in logs.items()
+                if k.startswith(LOGGED_PREFIXES) and isinstance(v, int | float)
+            ]
+            context = ("node_ip", "node_id", "gpu_ids", "device")
+            tags = [RunTag(f"raywae.{k}", str(logs[k])) for k in context if k in logs]
+            self.client.log_batch(runs[key], metrics=metrics, tags=tags)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        run_id = self.run_id(trial)
-        if failed := (trial.last_result or {}).get(FAILED):  # ended on a deterministic error
-            self._failed(run_id, failed)
-            return
-        if trial.checkpoint is not None:
-            with trial.checkpoint.as_directory() as path:
-                artifacts = Path(path) / "artifacts"
-                if artifacts.is_dir():
-                    self.client.log_artifacts(run_id, str(artifacts))
-        self.client.set_terminated(run_id, "FINISHED")
+        runs = self.run_ids(trial)
+        last = self.member_results(trial, trial.last_result or {})
+        for key, run_id in runs.items():
+            if key in self._closed:
+                continue
+            if failed := last.get(key, {}).get(FAILED):  # ended on a deterministic error
+                self._failed(key, run_id, failed)
+                continue
+            if trial.checkpoint is not None:
+                with trial.checkpoint.as_directory() as path:
+                    artifacts = Path(path) / "artifacts" / key.partition("/")[2]
+                    if artifacts.is_dir():
+                        self.client.log_artifacts(run_id, str(artifacts))
+            self.client.set_terminated(run_id, "FINISHED")
+            self._closed.add(key)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        run_id = self.run_id(trial)
         error = trial.error_file
         message = Path(error).read_text().strip() if error and os.path.exists(error) else ""
-        self._failed(run_id, message)
+        for key, run_id in self.run_ids(trial).items():
+            if key not in self._closed:
+                self._failed(key, run_id, message)
 
-    def _failed(self, run_id: str, message: str) -> None:
+    def _failed(self, key: str, run_id: str, message: str) -> None:
         """Tag the run with the last line of `message`, keep all of it as error.txt."""
+        self._closed.add(key)
         last = message.splitlines()[-1] if message else "unknown error"
         self.client.set_tag(run_id, "raywae.error", last[:4000])
         if message:

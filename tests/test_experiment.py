@@ -207,7 +207,7 @@ def test_grid_subsample_changes_the_code_table(small_ds: object, one_thread: Non
     full = len(small_ds.grid)
     for steps, rows in (({}, full), ({"posX": 2}, full // 2), ({"posX": 2, "posY": 4}, full // 8)):
         exp = Experiment(override(cfg, {"metrics.grid_subsample": steps}), small_ds, False)
-        codes, grid = exp.code_table()
+        codes, grid = exp.code_table(), exp.metric_grid()
         assert codes.shape == (rows, 4) and len(grid) == rows
         assert np.isfinite(codes).all()
 

@@ -4,14 +4,16 @@ tolerance), a diverging member leaves the pack alone, a pack resumes bit-exactly
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
 import torch
 
 from raywae.config import Config, from_dict, override
+from raywae.experiment import CheckpointError, Experiment
 from raywae.metrics import encode_grid
-from raywae.pack import PackedTrainer, check_packable
+from raywae.pack import PackedTrainer, PackExperiment, check_packable
 from raywae.train import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -130,3 +132,45 @@ def test_one_encoding_pass_gives_every_members_code_table(small_ds):
     for r, member in enumerate(pack.active):
         alone = encode_grid(pack.models[member], small_ds, progress=False)
         np.testing.assert_allclose(tables[r], alone, rtol=1e-5, atol=1e-6)
+
+
+def test_pack_experiment_figures_and_files_equal_solo_experiments(small_ds, tmp_path):
+    """PackExperiment: each member's progress reports, final figures (from the shared encoding
+    pass) and files are its solo Experiment's; a checkpoint written mid-way resumes the pack."""
+    tiny = {"metrics.runs": 1, "metrics.preset": "disentanglement_lib"}
+    configs = [override(c, tiny) for c in cfgs("beta_vae", seeds=(3, 5))]
+    packed = PackExperiment(configs, small_ds)
+    reports: list[dict] = []
+    packed.train(reports.append)
+    assert [sorted(r) for r in reports] == [[0, 1], [0, 1]]  # steps 4 and 8; 12 is the final
+    finals = packed.final()
+    packed.write_outputs(tmp_path / "pack", finals)
+    for m, cfg in enumerate(configs):
+        solo_exp, solo_reports = Experiment(cfg, small_ds, progress=False), []
+        solo_exp.train(solo_reports.append)
+        for mine, theirs in zip((r[m] for r in reports), solo_reports, strict=True):
+            assert mine.keys() == theirs.keys()
+            for key in ("train/loss", "test/recon_5k", "step"):
+                assert mine[key] == pytest.approx(theirs[key], rel=1e-4), key
+        alone = solo_exp.final()
+        assert finals[m].keys() == alone.keys()
+        for key in ("test/recon", "test/recon_mean"):
+            assert finals[m][key] == pytest.approx(alone[key], rel=1e-4), key
+        for key in ("metric/beta_vae_4", "metric/beta_vae_5"):
+            assert finals[m][key] == pytest.approx(alone[key], abs=0.02), key
+        files = {p.name for p in (tmp_path / "pack" / str(m)).iterdir()}
+        assert {"config.json", "metrics.json", "model.pt", "reconstructions.png"} <= files
+        written = json.loads((tmp_path / "pack" / str(m) / "config.json").read_text())
+        assert written["seed"] == cfg.seed
+    # resume: a checkpoint at step 8 continues to the same weights as the whole run
+    first = PackExperiment(configs, small_ds)
+    first.pack.run(steps=8)
+    first.save(tmp_path / "state.pt")
+    resumed = PackExperiment(configs, small_ds)
+    resumed.restore(tmp_path / "state.pt")
+    resumed.train(lambda logs: None)
+    for name, p in packed.pack.params.items():
+        assert torch.equal(p, resumed.pack.params[name]), name
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="bad.pt"):
+        resumed.restore(tmp_path / "bad.pt")

@@ -23,7 +23,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -48,6 +48,9 @@ from raywae.metrics.interpolation import interpolation_metrics
 from raywae.models import AutoEncoder, build_model
 from raywae.progress import Bar
 from raywae.train import NonFiniteLossError, Trainer
+
+if TYPE_CHECKING:
+    from raywae.pack import Member
 
 PROGRESS_EVAL_IMAGES = 5000  # test/recon_5k during training: the first 5,000 test images
 SHOWN_IMAGES = 8  # the test images of reconstructions.png and of Figure 2
@@ -124,11 +127,11 @@ class Experiment:
         cfg: Config,
         ds: DSprites | ImageSet | None = None,
         progress: bool | Bar = True,
-        trainer: Trainer | None = None,
+        trainer: Trainer | Member | None = None,
     ) -> None:
         self.cfg, self.progress = cfg, progress
         self.ds = ds if ds is not None else open_dataset(cfg.data)
-        # trainer: another trainer of cfg's run (a pack member's view, raywae.pack.Member)
+        # trainer: cfg's run trained elsewhere (a pack member's view, raywae.pack.Member)
         self.trainer = trainer if trainer is not None else Trainer(cfg, self.ds)
 
     @property
@@ -157,16 +160,19 @@ class Experiment:
         figures = self.trainer.evaluate(PROGRESS_EVAL_IMAGES, progress=False)
         return {f"{k}_5k": v for k, v in figures.items()}
 
-    def final(self, codes: np.ndarray | None = None) -> dict[str, float]:
+    def final(self, scores: dict[str, float] | None = None) -> dict[str, float]:
         """PROTOCOL §6-§8: test/recon and test/recon_mean over the whole test split, then one
         code table of encoder means (over the grid, or its metrics.grid_subsample subgrid)
         -> Higgins on 4 and 5 factors and the extra metrics; time/final_eval_s.
-        codes: that table when it is already made (a pack encodes all its members at once)."""
+        scores: those metrics when already computed (a pack scores its members at once)."""
         start, m = time.perf_counter(), self.cfg.metrics
         out = self.trainer.evaluate(progress=self.progress)
         if not isinstance(self.ds, ImageSet):
-            codes = self.code_table() if codes is None else codes
-            out |= report(codes, self.metric_grid(), self.cfg.seed, m.extra, m.runs, m.preset)
+            if scores is None:
+                device = self.trainer.device
+                codes, grid = self.code_table(), self.metric_grid()
+                scores = report(codes, grid, self.cfg.seed, m.extra, m.runs, m.preset, None, device)
+            out |= scores
         elif self.ds.name == "lines":  # PROTOCOL §9, on [−1, 1] frames as the benchmark's
             frames = 2.0 * interpolate(self.model, *interpolation_pairs(self.ds)) - 1.0
             out |= {f"metric/{k}": v for k, v in interpolation_metrics(frames).items()}

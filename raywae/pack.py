@@ -27,7 +27,7 @@ from raywae.config import Config, to_dict
 from raywae.data import DSprites, FactorGrid
 from raywae.data.imageset import ImageSet
 from raywae.experiment import FAILED, Experiment, load_checkpoint, open_dataset, save_atomic
-from raywae.metrics import encode_grid
+from raywae.metrics import encode_grid, report_many
 from raywae.models import AutoEncoder, Objective
 from raywae.progress import Bar
 from raywae.train import (
@@ -416,20 +416,26 @@ class PackExperiment:
         }
 
     def final(self) -> dict[int, dict[str, float]]:
-        """Each active member's Experiment.final, from one encoding pass for all of them;
-        time/final_eval_s includes the member's share of that pass."""
+        """Each active member's Experiment.final, its metrics from one encoding pass and one
+        batched Higgins fit for all members (report_many); time/final_eval_s includes the
+        member's share of those."""
         active = self.pack.active
         if not active:
             return {}
-        start, first = time.perf_counter(), self.members[active[0]]
-        codes = None
+        start, first, m = time.perf_counter(), self.members[active[0]], self.pack.cfg.metrics
+        scores: list[Any] = [None] * len(active)
         if not isinstance(first.ds, ImageSet):
-            codes = self.pack.code_tables(first.metric_grid(), progress=first.progress)
+            grid = first.metric_grid()
+            codes = self.pack.code_tables(grid, progress=first.progress)
+            seeds = [self.members[i].cfg.seed for i in active]
+            scores = report_many(
+                list(codes), grid, seeds, m.extra, m.runs, m.preset, device=self.pack.device
+            )
         shared = (time.perf_counter() - start) / len(active)
         out = {}
-        for r, m in enumerate(active):
-            out[m] = self.members[m].final(None if codes is None else codes[r])
-            out[m]["time/final_eval_s"] += shared
+        for i, figures in zip(active, scores):
+            out[i] = self.members[i].final(figures)
+            out[i]["time/final_eval_s"] += shared
         return out
 
     def save(self, path: Path) -> None:

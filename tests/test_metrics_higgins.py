@@ -7,8 +7,15 @@ import pytest
 import torch
 
 from raywae.data.grid import FactorGrid
-from raywae.metrics import beta_vae_score, higgins_runs
-from raywae.metrics.beta_vae import accuracy, factor_ids, fit_softmax_adagrad, higgins_points
+from raywae.metrics import beta_vae_score, higgins_many, higgins_runs
+from raywae.metrics.beta_vae import (
+    Problem,
+    accuracy,
+    factor_ids,
+    fit_softmax_adagrad,
+    fit_softmax_adagrad_many,
+    higgins_points,
+)
 
 FAST = 10_000  # Adagrad steps for the quick tests; the paper's 100,000 run below
 
@@ -153,3 +160,25 @@ def test_bad_arguments(grid, values):
         beta_vae_score(broken, grid, 5, steps=1)
     with pytest.raises(KeyError, match="unknown factor"):
         beta_vae_score(values, grid, ["shape", "size"], steps=1)
+
+
+@pytest.mark.parametrize("preset", ["rubenstein2018", "disentanglement_lib"])
+def test_batched_higgins_equals_one_table_at_a_time(grid, values, preset):
+    """higgins_many (a pack's tables x both factor sets, one batched Adagrad fit) gives each
+    table what higgins_runs gives it alone, with the same seed."""
+    rng = np.random.default_rng(0)
+    noisy = values + rng.normal(0, 0.5, values.shape).astype(np.float32)
+    without_shape = np.delete(values, grid.factor("shape"), 1)
+    tables, seeds = [noisy, without_shape[:, :3]], [3, 8]
+    kw = {"steps": 300} if preset == "rubenstein2018" else {}
+    batched = higgins_many(tables, grid, (4, 5), preset, 2, seeds, **kw)
+    for table, seed, per_set in zip(tables, seeds, batched, strict=True):
+        for factors, got in zip((4, 5), per_set, strict=True):
+            alone = higgins_runs(table, grid, factors, preset, 2, seed, **kw)
+            assert got.keys() == alone.keys()
+            for key, value in alone.items():  # accuracies on 5,000 points: 1 point is 2e-4
+                assert got[key] == pytest.approx(value, abs=4e-4), (factors, key)
+    with pytest.raises(ValueError, match="one shape"):
+        fit_softmax_adagrad_many(
+            [Problem(noisy[:10], np.zeros(10), 4, 0), Problem(noisy[:20], np.zeros(20), 4, 0)]
+        )

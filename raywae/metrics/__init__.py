@@ -8,9 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import torch
 
 from raywae.data.grid import FactorGrid
-from raywae.metrics.beta_vae import PRESETS, beta_vae_score, higgins_runs
+from raywae.metrics.beta_vae import PRESETS, beta_vae_score, higgins_many, higgins_runs
 from raywae.metrics.codes import encode_grid
 from raywae.metrics.dci import dci, dci_exact
 from raywae.metrics.factor_vae import factor_vae_score
@@ -37,6 +38,7 @@ def report(
     runs: int = 3,
     preset: str = "rubenstein2018",
     steps: int | None = None,
+    device: str | torch.device = "cpu",
 ) -> dict[str, float]:
     """Every metric of a run from one code table, under the project's log keys.
 
@@ -44,23 +46,42 @@ def report(
     (mean score of `runs`), "metric/beta_vae_{K}/run{i}", "metric/beta_vae_{K}/eval"
     (+ "/eval/run{i}"), the accuracy on fresh points. Each name in `extra` (keys of
     EXTRA_METRICS) adds "metric/{name}/{key}" per result key, "metric/{name}" where the
-    key is the name itself (mig, sap).
+    key is the name itself (mig, sap). device: where the Higgins classifiers train.
     """
-    out: dict[str, float] = {}
-    for k in (4, 5):
-        res = higgins_runs(codes, grid, k, preset, runs=runs, seed=seed, steps=steps)
-        base = f"metric/beta_vae_{k}"
-        out[base] = res["score"]
-        out[f"{base}/eval"] = res["eval_accuracy"]
-        for i in range(runs):
-            out[f"{base}/run{i}"] = res[f"score/run{i}"]
-            out[f"{base}/eval/run{i}"] = res[f"eval_accuracy/run{i}"]
+    return report_many([codes], grid, [seed], extra, runs, preset, steps, device)[0]
+
+
+def report_many(
+    tables: Sequence[np.ndarray],
+    grid: FactorGrid,
+    seeds: Sequence[int],
+    extra: Sequence[str] = (),
+    runs: int = 3,
+    preset: str = "rubenstein2018",
+    steps: int | None = None,
+    device: str | torch.device = "cpu",
+) -> list[dict[str, float]]:
+    """`report` of several runs' code tables (a pack's members; seeds[i]: run i's seed): the
+    Higgins classifiers of all of them, both factor sets and every run, train at once."""
     for name in extra:
         if name not in EXTRA_METRICS:
             raise KeyError(f"unknown metric {name!r}; known: {sorted(EXTRA_METRICS)}")
-        for key, v in EXTRA_METRICS[name](codes, grid, seed=seed).items():
-            out[f"metric/{name}" if key == name else f"metric/{name}/{key}"] = float(v)
-    return out
+    higgins = higgins_many(tables, grid, (4, 5), preset, runs, seeds, steps, device=device)
+    outs = []
+    for codes, seed, per_set in zip(tables, seeds, higgins, strict=True):
+        out: dict[str, float] = {}
+        for k, res in zip((4, 5), per_set):
+            base = f"metric/beta_vae_{k}"
+            out[base] = res["score"]
+            out[f"{base}/eval"] = res["eval_accuracy"]
+            for i in range(runs):
+                out[f"{base}/run{i}"] = res[f"score/run{i}"]
+                out[f"{base}/eval/run{i}"] = res[f"eval_accuracy/run{i}"]
+        for name in extra:
+            for key, v in EXTRA_METRICS[name](codes, grid, seed=seed).items():
+                out[f"metric/{name}" if key == name else f"metric/{name}/{key}"] = float(v)
+        outs.append(out)
+    return outs
 
 
 __all__ = [
@@ -71,8 +92,10 @@ __all__ = [
     "dci_exact",
     "encode_grid",
     "factor_vae_score",
+    "higgins_many",
     "higgins_runs",
     "mig",
     "report",
+    "report_many",
     "sap",
 ]

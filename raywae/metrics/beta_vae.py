@@ -9,6 +9,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -93,27 +94,65 @@ def fit_softmax_adagrad(
     torch.optim.Adagrad's `initial_accumulator_value`). Init: Glorot-uniform W, b = 0.
     Returns weights (restarts, n_classes, d + 1) float32, the bias in the last column.
     """
-    n, d = x.shape
-    r, c = restarts, n_classes
-    gen = torch.Generator().manual_seed(seed)
-    limit = float(np.sqrt(6.0 / (d + c)))
-    w = torch.zeros(r * c, d + 1)
-    w[:, :d] = (torch.rand(r * c, d, generator=gen) * 2 - 1) * limit
+    problem = Problem(x, y, n_classes, seed)
+    return fit_softmax_adagrad_many([problem], restarts, steps, lr, initial_accumulator)[0]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One classifier fit: features x (n, d), labels y (n,) in [0, n_classes), init seed."""
+
+    x: np.ndarray
+    y: np.ndarray
+    n_classes: int
+    seed: int
+
+
+def fit_softmax_adagrad_many(
+    problems: Sequence[Problem],
+    restarts: int = 1,
+    steps: int = 100_000,
+    lr: float = 1e-2,
+    initial_accumulator: float = 0.1,
+    device: str | torch.device = "cpu",
+) -> list[np.ndarray]:
+    """`fit_softmax_adagrad` for several problems of one shape (n, d) at once on `device`:
+    one batched GEMM pair per step for all of them (a pack's models × both factor sets),
+    instead of one small fit each. Fewer classes than the most are padded with classes of
+    logit −inf (probability 0, gradient 0): each problem's arithmetic is its own fit's.
+    Returns each problem's weights (restarts, its n_classes, d + 1) float32."""
+    n, d = problems[0].x.shape
+    if any(pr.x.shape != (n, d) for pr in problems):
+        raise ValueError("problems fitted together need features of one shape")
+    k, r, c = len(problems), restarts, max(pr.n_classes for pr in problems)
+    w = torch.zeros(k, r, c, d + 1)
+    mask = torch.zeros(k, 1, c, 1)
+    onehot = torch.zeros(k, c, n)
+    for i, pr in enumerate(problems):
+        # The init a fit of this problem alone draws: (restarts · its classes, d) Glorot.
+        gen = torch.Generator().manual_seed(pr.seed)
+        limit = float(np.sqrt(6.0 / (d + pr.n_classes)))
+        init = (torch.rand(r * pr.n_classes, d, generator=gen) * 2 - 1) * limit
+        w[i, :, : pr.n_classes, :d] = init.view(r, pr.n_classes, d)
+        mask[i, :, pr.n_classes :] = -torch.inf
+        onehot[i, torch.from_numpy(np.asarray(pr.y, np.int64)), torch.arange(n)] = 1.0
     # Row layout (restarts·classes, points): logits are one skinny GEMM and the softmax runs
     # over a strided middle axis, ~10x faster on CPU than softmax over a length-5 last axis.
-    xa = torch.cat([torch.from_numpy(np.asarray(x, np.float32)), torch.ones(n, 1)], 1)
-    xt = xa.t().contiguous()
-    onehot = torch.zeros(c, n)
-    onehot[torch.from_numpy(np.asarray(y, np.int64)), torch.arange(n)] = 1.0
-    onehot = onehot.repeat(r, 1)
+    xs = torch.from_numpy(np.stack([np.asarray(pr.x, np.float32) for pr in problems]))
+    xa = torch.cat([xs, torch.ones(k, n, 1)], 2).to(device)
+    xt = xa.transpose(1, 2).contiguous()
+    w, mask = w.view(k, r * c, d + 1).to(device), mask.to(device)
+    onehot = onehot.repeat(1, r, 1).to(device)
     acc = torch.full_like(w, initial_accumulator)
     with torch.no_grad(), _threads(1):
         for _ in range(steps):
-            p = torch.mm(w, xt).view(r, c, n).softmax(1).view(r * c, n)
-            g = torch.mm(p.sub_(onehot), xa).div_(n)  # ∂/∂θ of the mean cross-entropy
+            logits = torch.bmm(w, xt).view(k, r, c, n).add_(mask)
+            p = logits.softmax(2).view(k, r * c, n)
+            g = torch.bmm(p.sub_(onehot), xa).div_(n)  # ∂/∂θ of the mean cross-entropy
             acc.addcmul_(g, g)
             w.addcdiv_(g, acc.sqrt().add_(1e-10), value=-lr)
-    return w.view(r, c, d + 1).numpy()
+    out = w.view(k, r, c, d + 1).cpu().numpy()
+    return [out[i, :, : pr.n_classes] for i, pr in enumerate(problems)]
 
 
 def accuracy(weights: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -169,14 +208,36 @@ def higgins_runs(
     Returns {"score", "train_accuracy", "eval_accuracy"} (means over runs) and the same
     three keys per run as "score/run{i}", "train_accuracy/run{i}", "eval_accuracy/run{i}".
     """
+    return higgins_many([codes], grid, [factors], preset, runs, [seed], steps, standardise)[0][0]
+
+
+def higgins_many(
+    tables: Sequence[np.ndarray],
+    grid: FactorGrid,
+    factor_sets: Sequence[int | Sequence[str]] = (4, 5),
+    preset: str = "rubenstein2018",
+    runs: int = 3,
+    seeds: Sequence[int] | None = None,
+    steps: int | None = None,
+    standardise: bool = False,
+    device: str | torch.device = "cpu",
+) -> list[list[dict[str, float]]]:
+    """`higgins_runs` of every code table (seeds[i]: table i's seed, default 0) on every
+    factor set: out[i][j] is table i on factor_sets[j], each drawn from its own seed's points
+    as a call of higgins_runs would. With the rubenstein2018 preset every classifier (tables
+    × factor sets × runs; one fit per code width) is trained in one batched fit on `device`."""
     if preset not in PRESETS:
         raise KeyError(f"unknown preset {preset!r}; presets are {sorted(PRESETS)}")
     p = PRESETS[preset]
-    codes, ids = check_table(codes, grid), factor_ids(grid, factors)
-    rng = np.random.default_rng(seed)
-    per_run: list[tuple[float, float]] = []
+    seeds = [0] * len(tables) if seeds is None else list(seeds)
+    jobs = [  # (codes, factor ids, seed, its rng), table-major
+        (check_table(codes, grid), factor_ids(grid, factors), seed, np.random.default_rng(seed))
+        for codes, seed in zip(tables, seeds, strict=True)
+        for factors in factor_sets
+    ]
 
-    def points() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def points(job: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        codes, ids, _, rng = job
         x_train, y_train = higgins_points(codes, grid, ids, p.num_train, p.pairs, rng)
         x_eval, y_eval = higgins_points(codes, grid, ids, p.num_eval, p.pairs, rng)
         if standardise:
@@ -185,30 +246,49 @@ def higgins_runs(
             x_train, x_eval = (x_train - mean) / std, (x_eval - mean) / std
         return x_train, y_train, x_eval, y_eval
 
+    per_job: list[list[tuple[float, float]]] = []
     if p.classifier == "softmax_adagrad":
-        x_train, y_train, x_eval, y_eval = points()
-        weights = fit_softmax_adagrad(
-            x_train,
-            y_train,
-            len(ids),
-            restarts=runs,
-            steps=p.steps if steps is None else steps,
-            lr=p.lr,
-            seed=seed,
-        )
-        per_run = list(zip(accuracy(weights, x_train, y_train), accuracy(weights, x_eval, y_eval)))
+        sets = [points(job) for job in jobs]
+        problems = [Problem(xt, yt, len(job[1]), job[2]) for job, (xt, yt, _, _) in zip(jobs, sets)]
+        fitted: list[Any] = [None] * len(problems)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, pr in enumerate(problems):  # one batched fit per code width
+            by_shape.setdefault(pr.x.shape, []).append(i)
+        for group in by_shape.values():
+            weights = fit_softmax_adagrad_many(
+                [problems[i] for i in group],
+                runs,
+                p.steps if steps is None else steps,
+                p.lr,
+                device=device,
+            )
+            for i, w in zip(group, weights):
+                fitted[i] = w
+        for weights, (x_train, y_train, x_eval, y_eval) in zip(fitted, sets):
+            train, ev = accuracy(weights, x_train, y_train), accuracy(weights, x_eval, y_eval)
+            per_job.append(list(zip(train, ev)))
     else:
-        for _ in range(runs):
-            x_train, y_train, x_eval, y_eval = points()
-            model = LogisticRegression(random_state=seed)
-            with warnings.catch_warnings():  # lbfgs' 100-iteration default is the preset
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                model.fit(x_train, y_train)
-            per_run.append((model.score(x_train, y_train), model.score(x_eval, y_eval)))
+        for job in jobs:
+            per_run = []
+            for _ in range(runs):
+                x_train, y_train, x_eval, y_eval = points(job)
+                model = LogisticRegression(random_state=job[2])
+                with warnings.catch_warnings():  # lbfgs' 100-iteration default is the preset
+                    warnings.simplefilter("ignore", ConvergenceWarning)
+                    model.fit(x_train, y_train)
+                per_run.append((model.score(x_train, y_train), model.score(x_eval, y_eval)))
+            per_job.append(per_run)
+    results = [_summary(per_run, p.score) for per_run in per_job]
+    k = len(factor_sets)
+    return [results[i : i + k] for i in range(0, len(results), k)]
+
+
+def _summary(per_run: list[tuple[float, float]], score: str) -> dict[str, float]:
+    """Per-run (train, eval) accuracies -> the keys higgins_runs returns."""
     out: dict[str, float] = {}
     for i, (train, ev) in enumerate(per_run):
         out[f"train_accuracy/run{i}"], out[f"eval_accuracy/run{i}"] = float(train), float(ev)
-        out[f"score/run{i}"] = out[f"{p.score}/run{i}"]
+        out[f"score/run{i}"] = out[f"{score}/run{i}"]
     for key in ("score", "train_accuracy", "eval_accuracy"):
         out[key] = float(np.mean([out[f"{key}/run{i}"] for i in range(len(per_run))]))
     return out

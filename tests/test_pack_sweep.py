@@ -22,15 +22,6 @@ from tests.test_sweep import LONG, runs_of, start_driver, wait_for, write_space
 DIVERGES = {"family": "beta_vae", "set": {"train": {"lr": 1.0e11}}}
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
 def test_packed_sweep_logs_one_run_per_model(tmp_path: Path, local_ray: None) -> None:
     arms = {"beta_vae": {"set": {"objective": {"beta": 4}}}, "diverges": DIVERGES}
     path = write_space(tmp_path, "packed", arms=arms, seeds=[0, 2, 4], pack=3, max_failures=3)

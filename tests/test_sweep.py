@@ -214,15 +214,6 @@ def test_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
 
 
 # --- running (real Ray, MLflow, Optuna) -----------------------------------------------------------
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
 def test_grid_sweep_end_to_end_with_a_failing_trial(tmp_path: Path, local_ray: None) -> None:
     arms = {
         "beta_vae": {"set": {"objective": {"beta": 4}}},

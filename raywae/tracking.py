@@ -204,9 +204,10 @@ class MLflowCallback(tune.Callback):
         self._close_open_runs(trials)  # a resumed sweep with nothing left to run has no step
 
     def _close_open_runs(self, trials: list) -> None:
-        """Runs left RUNNING by a driver that was killed: a trial that had finished is closed
-        with its artifacts; a run whose trial Tune does not know (it started after Tune last
-        saved its state) is deleted, as Tune trains that trial again under a new id."""
+        """Runs left RUNNING by a driver that was killed: a trial that had finished (its final
+        report says done) is closed with its artifacts; a run whose trial Tune does not know
+        (it started after Tune last saved its state) is deleted, as Tune trains that trial
+        again under a new id."""
         by_id = {t.trial_id: t for t in trials}
         running = self.client.search_runs(
             [self._experiment],
@@ -220,7 +221,9 @@ class MLflowCallback(tune.Callback):
                 self.client.set_terminated(run.info.run_id, "KILLED")
                 self.client.delete_run(run.info.run_id)
                 print(f"MLflow: deleted run {run.info.run_name!r}: {ORPHANED}")
-            elif trial.status == "TERMINATED":
+            elif trial.status == "TERMINATED" and (trial.last_result or {}).get("done"):
+                # (Tune also marks TERMINATED the trials it stops on Ctrl+C: without a final
+                # "done" report they are unfinished and their runs stay RUNNING until resumed.)
                 self.on_trial_complete(0, trials, trial)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

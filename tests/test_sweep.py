@@ -325,10 +325,13 @@ def test_killed_sweep_resumes_without_duplicates(tmp_path: Path, sig: signal.Sig
         timeout=600,
     )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    _, runs = runs_of(tmp_path, "smoke_resume")
+    client, runs = runs_of(tmp_path, "smoke_resume")
     betas = sorted(float(r.data.params["objective.beta"]) for r in runs)
     assert betas == [1.0, 4.0, 8.0]  # the planned set, one MLflow run each
     assert all(r.info.status == "FINISHED" for r in runs)
+    for run in runs:  # the trial stopped mid-training was not closed without its results
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"metrics.json", "model.pt"} <= artifacts, (run.info.run_name, artifacts)
     assert not retrained_after_done(experiment)
     finals = sorted(finals_per_trial(experiment))
     # After SIGKILL, a trial that finished less than Tune's state-saving period (10 s)

@@ -15,7 +15,7 @@ import torch
 from raywae.experiment import Experiment, open_dataset
 from raywae.search_space import load
 from raywae.sweep import main
-from tests.test_sweep import LONG, runs_of, start_driver, wait_for, write_space
+from tests.test_sweep import LONG, first_result, runs_of, start_driver, wait_for, write_space
 
 # At lr 1e11 the β-VAE's Adam steps blow up for some seeds and not others (measured solo:
 # seed 0 goes NaN at step 7, seeds 2 and 4 stay finite for 30 steps).
@@ -71,13 +71,9 @@ def test_killed_pack_worker_resumes_every_member(tmp_path: Path) -> None:
     results = tmp_path / "runs" / "pack_worker"
     driver = start_driver(path, "--set", "max_failures=2")
 
-    def first_result() -> dict | None:
-        found = [p for p in results.glob("*/result.json") if p.read_text().strip()]
-        return json.loads(found[0].read_text().splitlines()[0]) if found else None
-
-    wait_for(driver, first_result)
-    assert sorted(first_result()["members"]) == ["0", "1"]
-    os.kill(first_result()["pid"], signal.SIGKILL)
+    wait_for(driver, lambda: first_result(results))
+    assert sorted(first_result(results)["members"]) == ["0", "1"]
+    os.kill(first_result(results)["pid"], signal.SIGKILL)
     out, _ = driver.communicate(timeout=300)
     assert driver.returncode == 0, out[-3000:]
     client, runs = runs_of(tmp_path, "pack_worker")

@@ -350,6 +350,12 @@ def retrained_after_done(experiment: Path) -> list[str]:
     return out
 
 
+def first_result(experiment: Path) -> dict | None:
+    """The first result a trial of `experiment` (a Tune folder) reported, or None yet."""
+    found = [p for p in experiment.glob("*/result.json") if p.read_text().strip()]
+    return json.loads(found[0].read_text().splitlines()[0]) if found else None
+
+
 def test_killed_trial_worker_restarts_from_its_checkpoint(tmp_path: Path) -> None:
     """SIGKILL of a trial's process (as the OOM killer does): the trial is retried from its
     last checkpoint (max_failures) and finishes; its MLflow run continues, one run, its
@@ -358,12 +364,8 @@ def test_killed_trial_worker_restarts_from_its_checkpoint(tmp_path: Path) -> Non
     results = tmp_path / "runs" / "smoke_worker"
     driver = start_driver(path, "--set", "max_failures=2")
 
-    def first_result() -> dict | None:
-        found = [p for p in results.glob("*/result.json") if p.read_text().strip()]
-        return json.loads(found[0].read_text().splitlines()[0]) if found else None
-
-    wait_for(driver, first_result)
-    os.kill(first_result()["pid"], signal.SIGKILL)
+    wait_for(driver, lambda: first_result(results))
+    os.kill(first_result(results)["pid"], signal.SIGKILL)
     out, _ = driver.communicate(timeout=300)
     assert driver.returncode == 0, out[-3000:]
     client, runs = runs_of(tmp_path, "smoke_worker")

@@ -38,6 +38,7 @@ from raywae.train import (
     learning_rate,
     recon_error,
     resolve_device,
+    window_logs,
 )
 
 PackCallback = Callable[["PackedTrainer", dict[int, dict[str, float]]], None]
@@ -121,7 +122,7 @@ class PackedTrainer:
         self.rows = data.rows
         self.active = list(range(len(cfgs)))
         self.failed: dict[int, NonFiniteLossError] = {}
-        names = [n for n, _ in _Step(*runs[0][:2]).named_parameters()]
+        names = [n for n, _ in self._step_module.named_parameters()]
         stacks = {
             n: torch.stack([dict(_Step(m, o).named_parameters())[n].detach() for m, o, _ in runs])
             for n in names
@@ -226,15 +227,7 @@ class PackedTrainer:
             if bad := self._check(rows, self.step - len(self._rows) + 1):
                 rows = rows[:, self._drop_rows(bad)]
         means = rows.mean(0).tolist()  # the one sync of the window
-        elapsed = time.perf_counter() - self._window_start
-        per_model = len(self._rows) * self.cfg.train.batch_size / elapsed
-        out = {}
-        for member, values in zip(self.active, means):
-            logs: dict[str, float] = {f"train/{k}": v for k, v in zip(self._names, values)}
-            logs["train/lr"] = learning_rate(self.step - 1, self.cfg.train)
-            logs["time/imgs_per_s"] = per_model
-            logs["step"] = self.step
-            out[member] = logs
+        out = dict(zip(self.active, window_logs(self._names, means, len(self._rows), self)))
         self._rows = []
         return out
 

@@ -73,6 +73,21 @@ def adam_options(device: torch.device) -> dict[str, bool]:
     return {"fused": True} if device.type == "cuda" else {}
 
 
+def window_logs(
+    names: list[str], means: list[list[float]], steps: int, trainer: Any
+) -> list[dict[str, float]]:
+    """The reports of a window of `steps` steps ending at trainer.step, one per model (means:
+    each model's term means): train/<term>, train/lr, time/imgs_per_s (per model, since
+    trainer._window_start) and step."""
+    elapsed = time.perf_counter() - trainer._window_start
+    shared = {
+        "train/lr": learning_rate(trainer.step - 1, trainer.cfg.train),
+        "time/imgs_per_s": steps * trainer.cfg.train.batch_size / elapsed,
+        "step": trainer.step,
+    }
+    return [{**{f"train/{k}": v for k, v in zip(names, row)}, **shared} for row in means]
+
+
 class RunSeeds(NamedTuple):
     """The four seeds a run derives from cfg.seed (model init, batches, noise, evaluation)."""
 
@@ -251,11 +266,7 @@ class Trainer:
         first_step = self.step - len(self._rows) + 1
         self._check(rows, first_step)
         means = rows.mean(0).tolist()  # the one sync of the window
-        elapsed = time.perf_counter() - self._window_start
-        logs: dict[str, float] = {f"train/{k}": v for k, v in zip(self._names, means)}
-        logs["train/lr"] = learning_rate(self.step - 1, self.cfg.train)
-        logs["time/imgs_per_s"] = len(self._rows) * self.cfg.train.batch_size / elapsed
-        logs["step"] = self.step
+        (logs,) = window_logs(self._names, [means], len(self._rows), self)
         self._rows = []
         return logs
 

@@ -1,7 +1,8 @@
 """The training loop: plain PyTorch (no Ray, no MLflow), batches unpacked from packed bits.
 
 `Trainer(cfg, ds).run(callback=...)` trains with Adam on the PROTOCOL §5 schedule; its
-state_dict resumes bit-identically on CPU; `evaluate` gives the §6 test reconstruction error.
+state_dict resumes bit-identically on the same machine; `evaluate` gives the §6 test
+reconstruction error.
 """
 
 from __future__ import annotations

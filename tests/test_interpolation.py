@@ -217,6 +217,7 @@ def test_acai_resume_is_exact(lines: ImageSet):
     resumed = Trainer(cfg, lines)
     resumed.load_state_dict(torch.load(buf, weights_only=True))
     resumed.run()
+    # Exact: a resume in the same process replays the same kernels on the same inputs.
     for a, b in zip(
         resumed.state_dict()["objective"].values(), whole.state_dict()["objective"].values()
     ):

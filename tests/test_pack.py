@@ -1,5 +1,6 @@
 """Packed replicates: R models trained at once equal R solo runs of the same seeds (float
-tolerance), a diverging member leaves the pack alone, a pack resumes bit-exactly on CPU."""
+tolerance), a diverging member leaves the pack alone, a pack resumes bit-exactly on the same
+machine."""
 
 from __future__ import annotations
 
@@ -104,6 +105,7 @@ def test_pack_resumes_bit_exactly_and_slices_are_solo_checkpoints(small_ds):
     resumed.load_state_dict(saved)
     resumed.run()
     assert resumed.step == whole.step == 12
+    # Exact: both runs replay the same inputs through the same kernels in one process.
     for name, p in whole.params.items():
         assert torch.equal(p, resumed.params[name]), name
     # a member's slice is a solo checkpoint: a solo Trainer continues it
@@ -169,6 +171,7 @@ def test_pack_experiment_figures_and_files_equal_solo_experiments(small_ds, tmp_
     resumed = PackExperiment(configs, small_ds)
     resumed.restore(tmp_path / "state.pt")
     resumed.train(lambda logs: None)
+    # Exact: the same inputs through the same kernels in one process.
     for name, p in packed.pack.params.items():
         assert torch.equal(p, resumed.pack.params[name]), name
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")

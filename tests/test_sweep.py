@@ -218,6 +218,8 @@ def test_grid_sweep_end_to_end_with_a_failing_trial(tmp_path: Path, local_ray: N
     arms = {
         "beta_vae": {"set": {"objective": {"beta": 4}}},
         "wae_gaussian": {},
+        # Overflows on any CPU: Adam's first step moves every weight by ±1e30, so step 2's
+        # products (1e30 · 1e30) are inf in float32 whatever the kernels' rounding.
         "diverges": {"family": "beta_vae", "set": {"train": {"lr": 1e30}}},
     }
     # max_failures 3: other errors would be retried 3 times, a NaN loss must not be.

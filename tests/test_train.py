@@ -34,6 +34,7 @@ def params(trainer: Trainer) -> list[torch.Tensor]:
 
 
 def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    """Bit-equal: only for two runs of the same arithmetic in one process (same kernels)."""
     return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 

@@ -31,12 +31,12 @@ METRIC_PREFIXES = ("train/", "test/", "metric/", "time/")
 
 
 def family_of(params: Mapping[str, Any]) -> str | None:
-    """The family (search_space.FAMILIES) whose settings a config has, e.g. a custom arm
-    `diverges` with family beta_vae -> beta_vae; None if none matches."""
-    from raywae.search_space import FAMILIES
+    """The family (raywae.families) whose preset a config has, e.g. a custom arm `diverges`
+    with family beta_vae -> beta_vae; None if none matches."""
+    from raywae.families import FAMILIES
 
-    for family, settings in FAMILIES.items():
-        if all(str(params.get(k)) == str(v) for k, v in settings.items()):
+    for family, row in FAMILIES.items():
+        if all(str(params.get(k)) == str(v) for k, v in row.preset.items()):
             return family
     return None
 
@@ -105,7 +105,7 @@ def tune_records(folder: Path, name: str) -> list[dict[str, Any]]:
     import torch
 
     from raywae.config import flatten, from_dict
-    from raywae.experiment import FAILED
+    from raywae.logkeys import FAILED
 
     out = []
     for trial in sorted(p.parent for p in folder.glob("*/params.json")):

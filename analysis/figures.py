@@ -10,8 +10,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from raywae.families import FAMILIES
+
 DPI = 100  # fixed, so every PNG has the pixel size its tests (and the README) state
-FAMILY_ORDER = ("beta_vae", "wae_gaussian", "wae_box", "wae_gan", "wwae")
+FAMILY_ORDER = tuple(FAMILIES)  # raywae.families' order
 MARKERS = "osD^vP*Xh<>p8"
 
 

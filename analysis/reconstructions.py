@@ -93,9 +93,9 @@ def load_model(path: Path) -> Any:
 
 def trained_model(target: Any, row: Mapping[str, Any]) -> tuple[Any | None, str]:
     """A chosen run's model and where its weights came from: the run's MLflow `model.pt`
-    (raywae.experiment.load_run), else its newest Tune checkpoint, else (None, the
+    (raywae.checkpoint.load_run), else its newest Tune checkpoint, else (None, the
     reconstructions.png artifact: a run logged with tracking.log_model false)."""
-    from raywae.experiment import load_run
+    from raywae.checkpoint import load_run
 
     try:
         return load_run(row["run_id"], target.tracking_uri)[0], "MLflow model.pt"
@@ -109,8 +109,8 @@ def run_config(mlflow_client: Any, run_id: str) -> Any:
     """The Config a run was trained with, from its `config.json` artifact."""
     import json
 
+    from raywae.checkpoint import CONFIG_FILE
     from raywae.config import from_dict
-    from raywae.experiment import CONFIG_FILE
 
     with tempfile.TemporaryDirectory() as folder:
         try:
@@ -121,12 +121,12 @@ def run_config(mlflow_client: Any, run_id: str) -> Any:
 
 
 def real_images(cfg: Any, k: int) -> tuple[np.ndarray, Any]:
-    """The first k test images of a run's data ((k, 64, 64) {0,1}, raywae.experiment's
+    """The first k test images of a run's data ((k, 64, 64) {0,1}, its Dataset's
     shown_images: for k = 8 those of every run's reconstructions.png) and the dataset."""
-    from raywae.experiment import open_dataset, shown_images
+    from raywae.data import open_dataset
 
     ds = open_dataset(cfg.data)
-    return shown_images(ds, k), ds
+    return ds.shown_images(k), ds
 
 
 def from_artifact(mlflow_client: Any, run_id: str) -> np.ndarray:

@@ -56,7 +56,7 @@ def run_one(name: str, ds: Any, args: argparse.Namespace) -> dict[str, float]:
     start = time.perf_counter()
     trainer.run(
         steps=args.steps,
-        callback=lambda t, logs: curve.append(f"{logs['step']}:{logs['train/loss']:.0f}"),
+        callback=lambda t, logs: curve.append(f"{logs[0]['step']}:{logs[0]['train/loss']:.0f}"),
     )
     train_s = time.perf_counter() - start
     start = time.perf_counter()

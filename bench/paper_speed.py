@@ -1,6 +1,6 @@
 """How fast the paper's study runs on this device, in one run: training images/s and steps/s
 of a hand-written single-model loop, raywae R = 1 (Trainer) and packs of R models
-(PackedTrainer: vmap over stacked weights; also a hand-written pack of explicit batched
+(Trainer of R configs: vmap over stacked weights; also a hand-written pack of explicit batched
 matmuls, to say which is faster), per model and in total; the metric pass per model; the
 projected wall time of the full sweep (270 models x 60,000 steps x batch 100); the fraction
 of the device's measured matmul peak it reaches and what bounds it.
@@ -29,7 +29,6 @@ from raywae.config import from_dict, override  # noqa: E402
 from raywae.data import FactorGrid, load_dsprites  # noqa: E402
 from raywae.metrics import encode_grid, higgins_many  # noqa: E402
 from raywae.metrics.dci import dci  # noqa: E402
-from raywae.pack import PackedTrainer  # noqa: E402
 from raywae.train import Trainer, resolve_device  # noqa: E402
 
 PAPER_MODELS, PAPER_STEPS, PAPER_BATCH = 270, 60_000, 100
@@ -178,7 +177,7 @@ def main() -> None:
     runs["raywae R=1"] = (lambda n: solo.run(steps=n), 1)
     packs = {}
     for r in args.packs:
-        pack = packs[r] = PackedTrainer([override(base, {"seed": s}) for s in range(r)], ds)
+        pack = packs[r] = Trainer([override(base, {"seed": s}) for s in range(r)], ds)
         runs[f"raywae pack R={r}"] = (lambda n, p=pack: p.run(steps=n), r)
         if not args.no_bmm:
             runs[f"hand bmm pack R={r}"] = (
@@ -238,7 +237,7 @@ def main() -> None:
     per_model = {}
     if not args.no_metrics:
         passes = {"R=1": lambda: encode_grid(solo.model, ds, progress=False)[None]}
-        passes |= {f"R={r}": lambda p=p: p.code_tables() for r, p in packs.items()}
+        passes |= {f"R={r}": lambda p=p: p.code_tables(ds.grid) for r, p in packs.items()}
         for name, encode in passes.items():
             figures = metric_pass(encode, ds.grid, device, args.higgins_steps)
             print(

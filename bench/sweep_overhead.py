@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from raywae.experiment import Experiment, open_dataset
+from raywae.data import open_dataset
+from raywae.experiment import Experiment
 from raywae.search_space import SweepSpec, load
 from raywae.sweep import main as sweep_main
 

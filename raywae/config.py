@@ -20,8 +20,12 @@ import numpy as np
 import yaml
 
 from raywae.data.grid import DSPRITES_NAMES
+from raywae.families import BY_OBJECTIVE
 
 EXTRA_METRICS = ("mig", "dci", "dci_exact", "factor_vae", "sap")
+
+
+EXIT_BAD_INPUT = 2  # every CLI's exit status for bad input (a file, key, flag)
 
 
 class ConfigError(ValueError):
@@ -116,7 +120,7 @@ class ObjectiveConfig:
     acai: the ACAI weight λ on d(x̂_mix)² (0 = off), composing with any objective; its critic
     has its own Adam (critic_lr, constant) and blends γ·x + (1−γ)·x̂ with γ = acai_gamma."""
 
-    name: Literal["beta_vae", "wae_mmd", "wae_gan", "wwae", "ae"] = "beta_vae"
+    name: str = "beta_vae"  # an objective of raywae.families
     beta: float = 1.0
     lam: float = 400.0
     lp_lambda: float = 0.0
@@ -127,6 +131,8 @@ class ObjectiveConfig:
     critic_lr: float = 1e-4
 
     def __post_init__(self) -> None:
+        names = list(BY_OBJECTIVE)
+        check(self.name in BY_OBJECTIVE, "name", f"must be one of {names}, got {self.name!r}")
         for key in ("beta", "lam", "lp_lambda", "acai"):
             check(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
         check(self.p > 0, "p", f"must be > 0, got {self.p}")

@@ -1,6 +1,7 @@
-"""One run end to end, without Ray or MLflow: its dataset, the Trainer, progress evaluation,
-the final figures (PROTOCOL §6-§8), its pictures, config / metrics / weights files and a
-resumable checkpoint. The Tune trainable, the benches and analysis/ all call this module.
+"""R >= 1 runs of one setting end to end, without Ray or MLflow: the dataset, one Trainer,
+progress evaluation, the final figures (PROTOCOL §6-§9) from one encoding pass for all
+models, each model's pictures, config / metrics / weights files, and a resumable checkpoint.
+A solo run is R = 1. The Tune trainable, the benches and analysis/ all call this module.
 
     python -m raywae.experiment FILE.yaml [--arm NAME | --trial N] [--set key=value ...]
                                 [--seed N] [--out DIR] [--resume] [--threads N]
@@ -15,169 +16,128 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import signal
 import sys
-import tempfile
 import time
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from raywae.checkpoint import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    STATE_FILE,
+    CheckpointError,
+    load_checkpoint,
+    save_atomic,
+)
 from raywae.config import (
+    EXIT_BAD_INPUT,
     Config,
     ConfigError,
-    DataConfig,
-    from_dict,
     override,
     parse_sets,
     read_yaml,
     to_dict,
 )
 from raywae.config import load as load_config
-from raywae.data import DataError, DSprites, FactorGrid, ProceduralDataWarning, load_dsprites
-from raywae.data.imageset import ImageSet, lines_set, mnist_set
+from raywae.data import DataError, Dataset, FactorGrid, open_dataset
 from raywae.images import interpolate, write_pictures
-from raywae.metrics import encode_grid, report
+from raywae.logkeys import FAILED
+from raywae.metrics import report_many
 from raywae.metrics.interpolation import interpolation_metrics
-from raywae.models import AutoEncoder, build_model
 from raywae.progress import Bar
-from raywae.train import NonFiniteLossError, Trainer
-
-if TYPE_CHECKING:
-    from raywae.pack import Member
+from raywae.train import Logs, NonFiniteLossError, Trainer
 
 PROGRESS_EVAL_IMAGES = 5000  # test/recon_5k during training: the first 5,000 test images
 SHOWN_IMAGES = 8  # the test images of reconstructions.png and of Figure 2
 INTERPOLATIONS = 16  # lines metrics: 16 interpolations × 16 frames between test images
 STRIPS = 4  # interpolation.png: the first 4 of those pairs
-STATE_FILE = "state.pt"  # checkpoint: weights, optimizers, step, RNG states
-CONFIG_FILE, METRICS_FILE, MODEL_FILE = "config.json", "metrics.json", "model.pt"
-EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
-FAILED = "raywae_failed"  # final-report key of a trial ended by a deterministic failure
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read back; the message names the file."""
-
-
-def open_dataset(data: DataConfig, quiet: bool = False) -> DSprites | ImageSet:
-    """The dSprites table a config trains on (opened from the shared per-node cache), or the
-    lines / MNIST ImageSet. quiet: no ProceduralDataWarning (a sweep's driver has already
-    warned, once)."""
-    if data.dataset == "lines":
-        return lines_set()
-    if data.dataset == "mnist":
-        return mnist_set(Path(data.path) if data.path else None)
-    grid = FactorGrid.dsprites()
-    if data.subgrid:
-        grid = grid.subgrid(data.subgrid)
-    with warnings.catch_warnings():
-        if quiet:
-            warnings.simplefilter("ignore", ProceduralDataWarning)
-        return load_dsprites(data.source, data.path, grid)
-
-
-def shown_images(ds: DSprites | ImageSet, k: int = SHOWN_IMAGES) -> np.ndarray:
-    """The test images every run shows: the first k of the test split in index order,
-    (k, 64, 64) uint8 in {0, 1} (reconstructions.png, Figure 2); (k, 32, 32) float32 for an
-    ImageSet."""
-    if isinstance(ds, ImageSet):
-        return ds.images(np.arange(k))
-    _, test = ds.split(seed=0)
-    return ds.images(np.sort(test[:k]))
-
-
-def interpolation_pairs(ds: ImageSet, k: int = INTERPOLATIONS) -> np.ndarray:
-    """(2, k, side, side): test images 0..k−1 paired with k..2k−1 (fixed for every run; k
-    shrinks to half the test split when that is smaller)."""
-    k = min(k, len(ds.test) // 2)
-    return ds.images(np.arange(2 * k)).reshape(2, k, ds.side, ds.side)
-
-
-def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save through a temporary file: a kill mid-write leaves the old file intact."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(trainer: Any, path: Path, name: str | None = None) -> None:
-    """trainer.load_state_dict of the checkpoint at `path` (weights only: no pickled objects).
-    An unreadable one is a CheckpointError naming it (`name`, else `path`)."""
-    try:
-        trainer.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    except (OSError, RuntimeError, EOFError, KeyError, pickle.UnpicklingError) as err:
-        raise CheckpointError(f"{name or path}: unreadable checkpoint: {err}") from None
+EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
 
 
 class Experiment:
-    """One run: its config, dataset and Trainer (every seed from cfg.seed).
+    """R = len(cfgs) runs of one setting (cfgs: equal but for the seed; one Config is a solo
+    run), their dataset and one Trainer; model i is cfgs[i]'s run, with every figure and file
+    of a solo run of cfgs[i] (float tolerance when R > 1).
 
     progress: tqdm bars (True: training steps too, for a terminal), none (False), or a
     tqdm-like factory for evaluation bars only (Ray's tqdm_ray inside a trial)."""
 
     def __init__(
         self,
-        cfg: Config,
-        ds: DSprites | ImageSet | None = None,
+        cfgs: Config | Sequence[Config],
+        ds: Dataset | None = None,
         progress: bool | Bar = True,
-        trainer: Trainer | Member | None = None,
     ) -> None:
-        self.cfg, self.progress = cfg, progress
-        self.ds = ds if ds is not None else open_dataset(cfg.data)
-        # trainer: cfg's run trained elsewhere (a pack member's view, raywae.pack.Member)
-        self.trainer = trainer if trainer is not None else Trainer(cfg, self.ds)
+        self.cfgs = [cfgs] if isinstance(cfgs, Config) else list(cfgs)
+        self.cfg, self.progress = self.cfgs[0], progress
+        self.ds = ds if ds is not None else open_dataset(self.cfg.data)
+        self.trainer = Trainer(self.cfgs, self.ds)
 
     @property
-    def model(self) -> AutoEncoder:
+    def model(self) -> Any:
+        """Model 0 (a solo run's model)."""
         return self.trainer.model
 
     @property
     def done(self) -> bool:
-        return self.trainer.step >= self.cfg.train.steps
+        return self.trainer.step >= self.cfg.train.steps or not self.trainer.active
 
-    def train(self, report: Callable[[dict[str, float]], None]) -> dict[str, float]:
+    def train(self, report: Callable[[Logs], None]) -> Logs:
         """Train to cfg.train.steps. Every train.report_every steps but the last, report(logs)
-        gets the window's train/ and time/ logs, `step`, and test/recon_5k, test/recon_mean_5k
-        (the first 5,000 test images). Returns the last window's logs (the final report is
-        the caller's, with `final()`). Raises NonFiniteLossError."""
+        gets each active model's window logs (train/ and time/ logs, `step`) with
+        test/recon_5k and test/recon_mean_5k (its first 5,000 test images). Returns each
+        active model's last window logs (the final report is the caller's, with `final()`).
+        Raises NonFiniteLossError when every model has failed."""
 
-        def window(trainer: Trainer, logs: dict[str, float]) -> None:
+        def window(trainer: Trainer, logs: Logs) -> None:
             if not self.done:
-                report({**logs, **self.progress_figures()})
+                report({i: {**v, **self.progress_figures(i)} for i, v in logs.items()})
 
         logs = self.trainer.run(callback=window, progress=self.progress is True)
-        return logs or {"step": self.trainer.step}
+        return logs or {i: {"step": self.trainer.step} for i in self.trainer.active}
 
-    def progress_figures(self) -> dict[str, float]:
-        """test/recon on the first PROGRESS_EVAL_IMAGES test images, under their own keys."""
-        figures = self.trainer.evaluate(PROGRESS_EVAL_IMAGES, progress=False)
+    def progress_figures(self, i: int = 0) -> dict[str, float]:
+        """Model i's test/recon on the first PROGRESS_EVAL_IMAGES test images (own keys)."""
+        figures = self.trainer.evaluate(PROGRESS_EVAL_IMAGES, progress=False, member=i)
         return {f"{k}_5k": v for k, v in figures.items()}
 
-    def final(self, scores: dict[str, float] | None = None) -> dict[str, float]:
-        """PROTOCOL §6-§8: test/recon and test/recon_mean over the whole test split, then one
-        code table of encoder means (over the grid, or its metrics.grid_subsample subgrid)
-        -> Higgins on 4 and 5 factors and the extra metrics; time/final_eval_s.
-        scores: those metrics when already computed (a pack scores its members at once)."""
-        start, m = time.perf_counter(), self.cfg.metrics
-        out = self.trainer.evaluate(progress=self.progress)
-        if not isinstance(self.ds, ImageSet):
-            if scores is None:
-                device = self.trainer.device
-                codes, grid = self.code_table(), self.metric_grid()
-                scores = report(codes, grid, self.cfg.seed, m.extra, m.runs, m.preset, None, device)
-            out |= scores
+    def failures(self) -> dict[int, dict[str, Any]]:
+        """Each diverged model's final logs: its step and the FAILED reason."""
+        return {
+            i: {"step": e.step, FAILED: f"{type(e).__name__}: {e}"}
+            for i, e in self.trainer.failed.items()
+        }
+
+    def final(self) -> dict[int, dict[str, float]]:
+        """PROTOCOL §6-§9 for each active model: test/recon and test/recon_mean over the whole
+        test split, then (with a factor grid) one code table per model from one encoding pass
+        over the grid (or its metrics.grid_subsample subgrid) -> Higgins on 4 and 5 factors
+        and the extra metrics in one batched fit (report_many), or (lines) the interpolation
+        metrics; time/final_eval_s (the shared passes split evenly)."""
+        start, m, active = time.perf_counter(), self.cfg.metrics, self.trainer.active
+        out = {i: self.trainer.evaluate(progress=self.progress, member=i) for i in active}
+        if self.ds.grid is not None:
+            grid = self.metric_grid()
+            codes = self.trainer.code_tables(grid, progress=self.progress)
+            seeds = [self.cfgs[i].seed for i in active]
+            device = self.trainer.device
+            scores = report_many(list(codes), grid, seeds, m.extra, m.runs, m.preset, device=device)
+            for i, figures in zip(active, scores):
+                out[i] |= figures
         elif self.ds.name == "lines":  # PROTOCOL §9, on [−1, 1] frames as the benchmark's
-            frames = 2.0 * interpolate(self.model, *interpolation_pairs(self.ds)) - 1.0
-            out |= {f"metric/{k}": v for k, v in interpolation_metrics(frames).items()}
-        out["time/final_eval_s"] = time.perf_counter() - start
-        return out
+            pairs = self.ds.interpolation_pairs(INTERPOLATIONS)
+            for i in active:
+                frames = 2.0 * interpolate(self.trainer.member_model(i), *pairs) - 1.0
+                out[i] |= {f"metric/{k}": v for k, v in interpolation_metrics(frames).items()}
+        shared = (time.perf_counter() - start) / max(len(active), 1)
+        return {i: {**figures, "time/final_eval_s": shared} for i, figures in out.items()}
 
     def metric_grid(self) -> FactorGrid:
         """The grid the metrics use: the data's grid, or its subgrid metrics.grid_subsample
@@ -185,72 +145,41 @@ class Experiment:
         steps = self.cfg.metrics.grid_subsample
         return self.ds.grid.subgrid(steps) if steps else self.ds.grid
 
-    def code_table(self) -> np.ndarray:
-        """Encoder means (len(metric_grid()), d)."""
-        return encode_grid(self.model, self.ds, grid=self.metric_grid(), progress=self.progress)
+    def code_table(self, i: int = 0) -> np.ndarray:
+        """Model i's encoder means (len(metric_grid()), d)."""
+        tables = self.trainer.code_tables(self.metric_grid(), progress=self.progress)
+        return tables[self.trainer.active.index(i)]
 
     def save(self, path: Path) -> None:
         """The checkpoint (Trainer.state_dict) at `path`, written atomically."""
         save_atomic(self.trainer.state_dict(), path)
 
     def restore(self, path: Path, name: str | None = None) -> None:
-        """Continue from a checkpoint written by save() for the same config. An unreadable
+        """Continue from a checkpoint written by save() for the same configs. An unreadable
         one (truncated, corrupted) is a CheckpointError naming it (`name`, else `path`):
         never a silent restart from step 0."""
         load_checkpoint(self.trainer, path, name)
 
     def write_outputs(
-        self, folder: Path, results: dict[str, Any], weights: bool = True
+        self, i: int, folder: Path, results: dict[str, Any], weights: bool = True
     ) -> list[Path]:
-        """A finished run's files in `folder`: reconstructions.png, traversal.png,
-        config.json (the full config), metrics.json (the final figures) and, with weights,
-        model.pt (the model's state_dict, what load_run reads back)."""
+        """Model i's files in `folder`: reconstructions.png, traversal.png (interpolation.png
+        where the data has interpolation pairs), config.json (the full config),
+        metrics.json (its final figures) and, with weights, model.pt (the model's
+        state_dict, what load_run reads back)."""
         folder.mkdir(parents=True, exist_ok=True)
-        pairs = None
-        if isinstance(self.ds, ImageSet):
-            pairs = interpolation_pairs(self.ds)[:, :STRIPS]
-        paths = write_pictures(self.model, shown_images(self.ds), folder, pairs)
+        model = self.trainer.member_model(i)
+        pairs = self.ds.interpolation_pairs(INTERPOLATIONS)
+        pairs = None if pairs is None else pairs[:, :STRIPS]
+        paths = write_pictures(model, self.ds.shown_images(SHOWN_IMAGES), folder, pairs)
         figures = {k: v for k, v in results.items() if isinstance(v, int | float)}
-        for name, content in ((CONFIG_FILE, to_dict(self.cfg)), (METRICS_FILE, figures)):
+        for name, content in ((CONFIG_FILE, to_dict(self.cfgs[i])), (METRICS_FILE, figures)):
             (folder / name).write_text(json.dumps(content, indent=1))
             paths.append(folder / name)
         if weights:
-            save_atomic(self.model.state_dict(), folder / MODEL_FILE)
+            save_atomic(model.state_dict(), folder / MODEL_FILE)
             paths.append(folder / MODEL_FILE)
         return paths
-
-
-def load_run(ref: str | Path, tracking_uri: str | None = None) -> tuple[AutoEncoder, Config]:
-    """A trained model (CPU, eval mode) and its Config from a finished run: a folder with
-    config.json and model.pt (an `--out` folder, a trial's artifacts), or an MLflow run id or
-    `runs:/<id>` URI (its artifacts are downloaded; MLflow is imported only then)."""
-    folder = Path(ref)
-    if (folder / CONFIG_FILE).is_file():
-        return _load_folder(folder)
-    import mlflow
-
-    uri = str(ref) if str(ref).startswith("runs:/") else f"runs:/{ref}"
-    with tempfile.TemporaryDirectory(prefix="raywae-run-") as tmp:
-        for name in (CONFIG_FILE, MODEL_FILE):
-            try:
-                mlflow.artifacts.download_artifacts(
-                    f"{uri}/{name}", dst_path=tmp, tracking_uri=tracking_uri
-                )
-            except Exception as err:  # MLflow raises several types for a missing artifact
-                raise FileNotFoundError(
-                    f"{uri}: no {name} artifact (was the run logged with tracking.log_model: "
-                    f"false, or not finished?): {err}"
-                ) from None
-        return _load_folder(Path(tmp))
-
-
-def _load_folder(folder: Path) -> tuple[AutoEncoder, Config]:
-    if not (folder / MODEL_FILE).is_file():
-        raise FileNotFoundError(f"{folder}: no {MODEL_FILE} (run with weights saved?)")
-    cfg = from_dict(json.loads((folder / CONFIG_FILE).read_text()), str(folder / CONFIG_FILE))
-    model = build_model(cfg.model)
-    model.load_state_dict(torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=True))
-    return model.eval(), cfg
 
 
 # --- the CLI ------------------------------------------------------------------------------------
@@ -320,15 +249,15 @@ def run(cfg: Config, out: Path, resume: bool = False) -> dict[str, float]:
         print(f"resumed from {state} at step {exp.trainer.step}")
     out.mkdir(parents=True, exist_ok=True)
 
-    def report(logs: dict[str, float]) -> None:
+    def report(logs: Logs) -> None:
         exp.save(state)
         with log.open("a") as f:
-            f.write(json.dumps(logs) + "\n")
-        tqdm.write(_line(logs))
+            f.write(json.dumps(logs[0]) + "\n")
+        tqdm.write(_line(logs[0]))
 
-    results = {**exp.train(report), **exp.final()}
+    results = {**exp.train(report)[0], **exp.final()[0]}
     exp.save(state)
-    exp.write_outputs(out, results)
+    exp.write_outputs(0, out, results)
     with log.open("a") as f:
         f.write(json.dumps({**results, "done": True}) + "\n")
     return results

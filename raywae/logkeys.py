@@ -1,19 +1,21 @@
-"""The log keys a run reports (README "What a trial reports"), from its config alone: a
-sweep's `search.metric` is checked against them before anything starts."""
+"""The log keys a run reports (README "What a trial reports"), from its config alone (a
+sweep's `search.metric` is checked against them before anything starts), and the one shape
+of a trial's report (`trial_report`, `split_report`).
+
+A trial trains R >= 1 models; every report is {"step", "members": {"<i>": model i's logs,
+with its "seed"}, "done"?, context...}. A model that diverged has FAILED (its reason) in its
+logs. With R = 1 the model's logs are also at the top level, where Optuna reads them.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+from raywae import families
 from raywae.config import Config
 
-# train/<term> of each objective, beside train/loss, train/recon and train/logscale_lp.
-TERMS = {
-    "beta_vae": ("kl",),
-    "wae_mmd": ("mmd",),
-    "wae_gan": ("adv", "adv_d"),
-    "wwae": ("w2",),
-    "ae": (),
-}
-ACAI_TERMS = ("acai", "acai_critic")  # with objective.acai > 0, whatever the objective
+STEP, DONE, MEMBERS = "step", "done", "members"
+FAILED = "raywae_failed"  # a model's report key: it ended on a deterministic failure
 INTERPOLATION = ("interp_mean_distance", "interp_smoothness")  # metric/<key> on lines
 # metric/<key> of each extra metric (raywae.metrics.report: a key named as its metric stands
 # alone, the others under the metric's name).
@@ -40,8 +42,7 @@ EXTRA = {
 
 def reported(cfg: Config) -> set[str]:
     """Every train/, test/, metric/ and time/ key a run of `cfg` reports."""
-    terms = ("loss", "recon", "logscale_lp", "lr", *TERMS[cfg.objective.name])
-    terms += ACAI_TERMS if cfg.objective.acai > 0 else ()
+    terms = (*families.terms(cfg.objective.name, cfg.objective.acai), "lr")
     keys = {f"train/{t}" for t in terms} | {"time/imgs_per_s", "time/final_eval_s"}
     keys |= {f"test/{k}{s}" for k in ("recon", "recon_mean") for s in ("", "_5k")}
     if cfg.data.dataset != "dsprites":  # no factor grid: no disentanglement metrics
@@ -53,3 +54,22 @@ def reported(cfg: Config) -> set[str]:
         keys |= {base, f"{base}/eval"}
         keys |= {f"{base}{e}/run{i}" for e in ("", "/eval") for i in range(cfg.metrics.runs)}
     return keys | {f"metric/{k}" for name in cfg.metrics.extra for k in EXTRA[name]}
+
+
+def trial_report(
+    step: int, members: dict[int, dict[str, Any]], seeds: list[int], **extra: Any
+) -> dict[str, Any]:
+    """A trial's report: `members` (model index -> its logs) under MEMBERS with each model's
+    seed (seeds: every model's, by index), `extra` (done, context) at the top level; one
+    model's logs also at the top level."""
+    out = {STEP: step, MEMBERS: {str(i): {**v, "seed": seeds[i]} for i, v in members.items()}}
+    if len(seeds) == 1:
+        out |= members.get(0, {})
+    return out | extra
+
+
+def split_report(report: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """A trial report -> model index -> that model's logs with the trial's context (the
+    top-level keys)."""
+    context = {k: v for k, v in report.items() if k != MEMBERS}
+    return {int(i): {**context, **v} for i, v in (report.get(MEMBERS) or {}).items()}

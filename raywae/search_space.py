@@ -16,29 +16,10 @@ from typing import Any, Literal
 
 from raywae import config as cfgmod
 from raywae.config import ConfigError, check
+from raywae.families import FAMILIES, unpackable
 from raywae.logkeys import reported
 
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
-# Model families (PROTOCOL §3-§4, §9): the settings an arm of that family starts from.
-FAMILIES: dict[str, dict[str, Any]] = {
-    "beta_vae": {
-        "objective.name": "beta_vae",
-        "model.posterior": "gaussian",
-        "model.prior": "gaussian",
-    },
-    "wae_gaussian": {
-        "objective.name": "wae_mmd",
-        "model.posterior": "gaussian",
-        "model.prior": "gaussian",
-    },
-    "wae_box": {"objective.name": "wae_mmd", "model.posterior": "box", "model.prior": "uniform"},
-    "wae_gan": {
-        "objective.name": "wae_gan",
-        "model.posterior": "gaussian",
-        "model.prior": "gaussian",
-    },
-    "wwae": {"objective.name": "wwae", "model.posterior": "gaussian", "model.prior": "gaussian"},
-}
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # one path component: a folder name
 
 Grid = dict[str, tuple[Any, ...]]
@@ -240,6 +221,10 @@ class SweepSpec:
         values = {k: v[0] for k, v in a.grid.items()} | {k: d.args[0] for k, d in a.space.items()}
         return {"arm": a.name, "seed": self.seeds[0], **values}
 
+    def configs(self, trial: Mapping[str, Any]) -> list[cfgmod.Config]:
+        """The Configs of a Tune trial's models (see `members`), in member order."""
+        return [self.config(member) for member in self.members(trial)]
+
     def config(self, trial: Mapping[str, Any]) -> cfgmod.Config:
         """The full experiment config of a trial dict (see Trial.as_config)."""
         params = dict(trial)
@@ -322,7 +307,7 @@ def _spec(doc: SweepDoc, source: str) -> SweepSpec:
             f"unknown family {family!r}; known: {sorted(FAMILIES)} "
             "(or leave it out and `set:` everything)",
         )
-        settings = {**FAMILIES.get(family or "", {}), **_flat(arm_doc.set)}
+        settings = {**(FAMILIES[family].preset if family else {}), **_flat(arm_doc.set)}
         # An arm that names no family would silently train the base settings (a β-VAE).
         near = difflib.get_close_matches(name, FAMILIES, n=1)
         check(
@@ -379,10 +364,11 @@ def _pack(doc: SweepDoc, arms: dict[str, Arm], seeds: int) -> int:
             "pack",
             "packs hold the seeds of one grid setting: optuna / random searches need pack: 1",
         )
-        gan = [name for name, a in arms.items() if a.settings.get("objective.name") == "wae_gan"]
-        check(not gan, "pack", f"arm {gan[:1]} (wae_gan: its own adversary) cannot be packed")
-        acai = [name for name, a in arms.items() if a.settings.get("objective.acai")]
-        check(not acai, "pack", f"arm {acai[:1]} (objective.acai: a critic) cannot be packed")
+        base = {f"objective.{k}": v for k, v in doc.base.get("objective", {}).items()}
+        for name, arm in arms.items():
+            settings = {"objective.name": "beta_vae", "objective.acai": 0, **base, **arm.settings}
+            why = unpackable(settings["objective.name"], float(settings["objective.acai"]))
+            check(why is None, "pack", f"arm {name!r} cannot be packed: {why}")
     return doc.pack
 
 

@@ -15,12 +15,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from raywae.config import ConfigError, parse_sets
+from raywae.config import EXIT_BAD_INPUT, ConfigError, parse_sets
 from raywae.data import DataError
 from raywae.data.dsprites import DATA_ENV
+from raywae.logkeys import DONE, FAILED, split_report
 from raywae.search_space import SweepSpec, load
 
-EXIT_BAD_INPUT = 2
 SUMMARY_COLUMNS = ("test/recon", "metric/beta_vae_4", "metric/beta_vae_5")
 
 
@@ -189,7 +189,7 @@ def check_same_data(name: str, tracking_uri: str, tags: dict[str, str]) -> None:
 def prepare_data(spec: SweepSpec) -> dict[str, str]:
     """Open (building once, under a lock) every dataset the sweep's arms use, before any
     trial starts; returns their provenance as MLflow tags."""
-    from raywae.experiment import open_dataset
+    from raywae.data import open_dataset
 
     tags: dict[str, str] = {}
     for arm in spec.arms:
@@ -252,8 +252,6 @@ def searcher(spec: SweepSpec, experiment: Path) -> Any:
     """OptunaSearch with a persisted study (optuna.db in the experiment folder)."""
     import optuna
     from ray.tune.search.optuna import OptunaSearch
-
-    from raywae.experiment import FAILED
 
     class FinalOnlyOptunaSearch(OptunaSearch):
         """Objectives arrive with the final result only; skip intermediate reports."""
@@ -370,9 +368,9 @@ def model_results(results: Any) -> list[tuple[str, Any, dict[str, Any]]]:
     packed trial (name: the trial's folder, plus the member's seed)."""
     out = []
     for r in results:
-        metrics = r.metrics or {}
-        for m, logs in (metrics.get("members") or {"": metrics}).items():
-            name = r.path if not m else f"{r.path} seed {logs.get('seed')}"
+        models = split_report(r.metrics or {}) or {0: r.metrics or {}}  # {}: an error, no report
+        for logs in models.values():
+            name = r.path if len(models) == 1 else f"{r.path} seed {logs.get('seed')}"
             out.append((name, r, {**logs, "arm": (r.config or {}).get("arm")}))
     return out
 
@@ -380,8 +378,6 @@ def model_results(results: Any) -> list[tuple[str, Any, dict[str, Any]]]:
 def summarize(spec: SweepSpec, results: Any, path: str, tracking_uri: str) -> int:
     """Best model per arm, failures, and where everything is."""
     import pandas as pd
-
-    from raywae.experiment import FAILED
 
     models = model_results(results)
     failures = {
@@ -403,7 +399,7 @@ def summarize(spec: SweepSpec, results: Any, path: str, tracking_uri: str) -> in
                 print(f"best {name} ({mode} {metric}): {Path(best['name']).name}: {figures}")
     for name, reason in failures.items():
         print(f"failed: {name}: {reason}")
-    unfinished = [r for r in results if r.error is None and not r.metrics.get("done")]
+    unfinished = [r for r in results if r.error is None and not r.metrics.get(DONE)]
     print(f"Tune results: {path}")
     print(f"MLflow: experiment {spec.name!r} at {tracking_uri}")
     if tracking_uri.startswith("sqlite:"):

@@ -24,8 +24,9 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 import raywae
+from raywae.checkpoint import CONFIG_FILE
 from raywae.config import flatten, to_dict
-from raywae.experiment import CONFIG_FILE, FAILED
+from raywae.logkeys import DONE, FAILED, split_report
 from raywae.search_space import SweepSpec
 
 TRIAL_TAG = "raywae.trial_id"
@@ -144,12 +145,10 @@ class MLflowCallback(tune.Callback):
         return self._client
 
     def members(self, trial: Any) -> dict[str, dict[str, Any]]:
-        """The trial's runs, key -> its trial dict: a trial's key is its id; a packed trial
-        has one run per member, `<trial id>/<member>`."""
+        """The trial's runs, key -> its model's trial dict: a trial of one model is keyed by
+        its id; a packed trial has one run per model, `<trial id>/<model>`."""
         members = self.spec.members(trial.config)
-        if "seeds" not in trial.config:
-            return {trial.trial_id: members[0]}
-        return {f"{trial.trial_id}/{i}": m for i, m in enumerate(members)}
+        return {run_key(trial.trial_id, i, len(members)): m for i, m in enumerate(members)}
 
     def _find(self, key: str) -> Any:
         """The run of `key` (a resumed sweep), or None."""
@@ -186,7 +185,8 @@ class MLflowCallback(tune.Callback):
             "mlflow.runName": run_name(member),
         }
         if "/" in key:
-            tags |= {MEMBER_TAG: key.partition("/")[2], PACK_TAG: str(len(trial.config["seeds"]))}
+            size = len(self.spec.members(trial.config))
+            tags |= {MEMBER_TAG: key.partition("/")[2], PACK_TAG: str(size)}
         run_id = client.create_run(self._experiment, tags=tags).info.run_id
         params = {**flatten(config), "arm": arm}
         client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
@@ -221,7 +221,7 @@ class MLflowCallback(tune.Callback):
                 self.client.set_terminated(run.info.run_id, "KILLED")
                 self.client.delete_run(run.info.run_id)
                 print(f"MLflow: deleted run {run.info.run_name!r}: {ORPHANED}")
-            elif trial.status == "TERMINATED" and (trial.last_result or {}).get("done"):
+            elif trial.status == "TERMINATED" and (trial.last_result or {}).get(DONE):
                 # (Tune also marks TERMINATED the trials it stops on Ctrl+C: without a final
                 # "done" report they are unfinished and their runs stay RUNNING until resumed.)
                 self.on_trial_complete(0, trials, trial)
@@ -231,14 +231,11 @@ class MLflowCallback(tune.Callback):
             if key not in self._closed:
                 self.client.update_run(run_id, "RUNNING")
 
-    @staticmethod
-    def member_results(trial: Any, result: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        """A result per run key: the trial's own, or each member's of a packed trial (with
-        the trial's node / device context)."""
-        if "members" not in result:
-            return {trial.trial_id: result}
-        context = {k: v for k, v in result.items() if k != "members"}
-        return {f"{trial.trial_id}/{m}": {**context, **v} for m, v in result["members"].items()}
+    def member_results(self, trial: Any, result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """A result per run key (logkeys.split_report: each model's, with the trial's node /
+        device context)."""
+        size = len(self.spec.members(trial.config))
+        return {run_key(trial.trial_id, i, size): v for i, v in split_report(result).items()}
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
@@ -247,7 +244,7 @@ class MLflowCallback(tune.Callback):
         for key, logs in self.member_results(trial, result).items():
             if key in self._closed:
                 continue
-            if failed := logs.get(FAILED):  # a pack member that diverged: closed at once
+            if failed := logs.get(FAILED):  # a model that diverged: closed at once
                 self._failed(key, runs[key], failed)
                 continue
             step = int(logs.get("step", 0))
@@ -275,7 +272,7 @@ class MLflowCallback(tune.Callback):
                 continue
             if trial.checkpoint is not None:
                 with trial.checkpoint.as_directory() as path:
-                    artifacts = Path(path) / "artifacts" / key.partition("/")[2]
+                    artifacts = Path(path) / "artifacts" / str(member_of(key))
                     if artifacts.is_dir():
                         self.client.log_artifacts(run_id, str(artifacts))
             self.client.set_terminated(run_id, "FINISHED")
@@ -296,3 +293,13 @@ class MLflowCallback(tune.Callback):
         if message:
             self.client.log_text(run_id, message, "error.txt")
         self.client.set_terminated(run_id, "FAILED")
+
+
+def run_key(trial_id: str, model: int, size: int) -> str:
+    """The key of a trial's model-th run: the trial id, `<trial id>/<model>` in a pack."""
+    return trial_id if size == 1 else f"{trial_id}/{model}"
+
+
+def member_of(key: str) -> int:
+    """The model index of a run key."""
+    return int(key.partition("/")[2] or 0)

@@ -1,29 +1,41 @@
-"""The training loop: plain PyTorch (no Ray, no MLflow), batches unpacked from packed bits.
+"""The training loop for R >= 1 models of one setting (plain PyTorch: no Ray, no MLflow).
 
-`Trainer(cfg, ds).run(callback=...)` trains with Adam on the PROTOCOL §5 schedule; its
-state_dict resumes bit-identically on the same machine; `evaluate` gives the §6 test
-reconstruction error.
+`Trainer(cfgs, ds).run(callback=...)` trains R = len(cfgs) runs that differ only in their
+seed, each with what a run of its seed has: its init, batches and noise (its own generators,
+drawn in the same order), Adam state for the auto-encoder and for every side network of its
+objective (WAE-GAN's adversary, ACAI's critic), NaN check, logs and checkpoint
+(`member_state(i)`). A model whose loss goes non-finite leaves; the others train on. Two step
+strategies compute the same thing: R = 1 steps the modules with plain autograd (a solo run),
+R > 1 stacks the weights (R, ...) and runs each loss once under `torch.func.vmap` over
+`functional_call` (one set of batched kernels instead of R). Batches are unpacked on the
+device. A state_dict resumes bit-identically on the same machine; `evaluate` gives the
+PROTOCOL §6 test reconstruction error.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
 from raywae.config import Config, TrainConfig, to_dict
-from raywae.data import DSprites
-from raywae.data.imageset import ImageSet
-from raywae.models import AutoEncoder, Objective, build_model, build_objective
+from raywae.data import Dataset, FactorGrid
+from raywae.families import unpackable
+from raywae.metrics import encode_grid
+from raywae.models import AutoEncoder, Loss, Objective, build_model, build_objective
+from raywae.models.objectives import Noise, Side
 from raywae.progress import Bar, bar_for
 
-Callback = Callable[["Trainer", dict[str, float]], None]
+Logs = dict[int, dict[str, float]]  # model index -> its window's logs
+Callback = Callable[["Trainer", Logs], None]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -74,21 +86,6 @@ def adam_options(device: torch.device) -> dict[str, bool]:
     return {"fused": True} if device.type == "cuda" else {}
 
 
-def window_logs(
-    names: list[str], means: list[list[float]], steps: int, trainer: Any
-) -> list[dict[str, float]]:
-    """The reports of a window of `steps` steps ending at trainer.step, one per model (means:
-    each model's term means): train/<term>, train/lr, time/imgs_per_s (per model, since
-    trainer._window_start) and step."""
-    elapsed = time.perf_counter() - trainer._window_start
-    shared = {
-        "train/lr": learning_rate(trainer.step - 1, trainer.cfg.train),
-        "time/imgs_per_s": steps * trainer.cfg.train.batch_size / elapsed,
-        "step": trainer.step,
-    }
-    return [{**{f"train/{k}": v for k, v in zip(names, row)}, **shared} for row in means]
-
-
 class RunSeeds(NamedTuple):
     """The four seeds a run derives from cfg.seed (model init, batches, noise, evaluation)."""
 
@@ -111,8 +108,7 @@ def init_run(cfg: Config, device: torch.device) -> tuple[AutoEncoder, Objective,
 
 
 class DeviceData(NamedTuple):
-    """A dataset's image table on one device, and its split's flat indices. table: dSprites'
-    packed bits (N, 512) uint8 (packed) or an ImageSet's float pixels (N, P)."""
+    """A dataset's image table on one device (raywae.data.Table there)."""
 
     table: torch.Tensor
     train_index: torch.Tensor
@@ -125,25 +121,18 @@ class DeviceData(NamedTuple):
         return unpack_bits(rows) if self.packed else rows
 
 
-def device_data(ds: DSprites | ImageSet, device: torch.device) -> DeviceData:
-    """The table and split on `device`: dSprites' packed_all() and split(seed=0) (PROTOCOL
-    §2; on CPU the memory map is shared through the page cache), or an ImageSet's table, its
-    train rows then its test rows. On CUDA the table lives on the GPU, once per process."""
-    packed = isinstance(ds, DSprites)
-    if packed:
-        with warnings.catch_warnings():  # the memory map is read-only; we never write to it
-            warnings.simplefilter("ignore", UserWarning)
-            table = torch.from_numpy(np.asarray(ds.packed_all()))
-        train_idx, test_idx = ds.split(seed=0)
-    else:
-        table = torch.from_numpy(ds.table())
-        n_train = len(ds.train)
-        train_idx, test_idx = np.arange(n_train), np.arange(n_train, len(table))
+def device_data(ds: Dataset, device: torch.device) -> DeviceData:
+    """ds.training_table() on `device` (on CPU a memory-mapped table stays shared through
+    the page cache; on CUDA it lives on the GPU, once per process)."""
+    table = ds.training_table()
+    with warnings.catch_warnings():  # a memory map is read-only; we never write to it
+        warnings.simplefilter("ignore", UserWarning)
+        rows = torch.from_numpy(np.asarray(table.rows))
     return DeviceData(
-        table.to(device),
-        torch.as_tensor(train_idx, dtype=torch.int64, device=device),
-        torch.as_tensor(test_idx, dtype=torch.int64, device=device),
-        packed,
+        rows.to(device),
+        torch.as_tensor(table.train, dtype=torch.int64, device=device),
+        torch.as_tensor(table.test, dtype=torch.int64, device=device),
+        table.packed,
     )
 
 
@@ -176,113 +165,431 @@ def recon_error(
     return {"test/recon": recon, "test/recon_mean": recon_mean}
 
 
-class Trainer:
-    """Model, objective, optimizers, data and RNGs of one run, all derived from cfg.seed.
+def check_packable(cfgs: Sequence[Config]) -> None:
+    """Models train together when they are the seeds of one setting (equal configs but for
+    the seed) of a family that packs (raywae.families)."""
+    if not cfgs:
+        raise ValueError("a trainer needs at least one config")
+    first = {k: v for k, v in to_dict(cfgs[0]).items() if k != "seed"}
+    for i, cfg in enumerate(cfgs[1:], 1):
+        other = {k: v for k, v in to_dict(cfg).items() if k != "seed"}
+        if other != first:
+            diff = sorted(k for k in first if first[k] != other[k])
+            raise ValueError(f"pack member {i} differs from member 0 in {diff}, not only seed")
+    why = unpackable(cfgs[0].objective.name, cfgs[0].objective.acai)
+    if len(cfgs) > 1 and why:
+        raise ValueError(f"cannot pack: {why}")
 
-    ds: dSprites (its packed_all() table and split(seed=0); PROTOCOL §2) or an ImageSet (its
-    float table, train rows then test rows). Batches are drawn uniformly with replacement
-    from the train split and unpacked on the device. Optimizers: Adam on the auto-encoder,
-    and, when the objective has them, one for WAE-GAN's adversary and one for ACAI's critic.
-    """
 
-    def __init__(self, cfg: Config, ds: DSprites | ImageSet) -> None:
-        self.cfg, self.ds = cfg, ds
-        self.device = resolve_device(cfg.train.device)
-        self.model, self.objective, seeds = init_run(cfg, self.device)
-        self._eval_seed = seeds.eval
+def _side_loss(out: Loss) -> Loss:
+    """A step's Loss as the side networks see it: codes detached (no gradient to the AE)."""
+    return out._replace(z=out.z.detach())
+
+
+class _Pair(nn.Module):
+    """model + objective as one module, so functional_call can swap in one model's weights:
+    forward(x, noise) is the auto-encoder's loss; forward(None, noise, side=k, out=...) the
+    loss of side network k (Objective.side()[k])."""
+
+    def __init__(self, model: AutoEncoder, objective: Objective) -> None:
+        super().__init__()
+        self.model, self.objective = model, objective
+
+    def forward(
+        self, x: Any, noise: Noise, side: int | None = None, out: Loss | None = None
+    ) -> Any:
+        if side is None:
+            loss = self.objective.loss(self.model, x, noise)
+            return loss.total, loss.terms, loss.z, loss.acai if loss.acai is not None else ()
+        return self.objective.side_loss(self.objective.side()[side].net, out, noise)
+
+
+class _Solo:
+    """R = 1: the run's own modules, plain autograd, one Adam for the auto-encoder and one per
+    side network (a solo run's exact arithmetic)."""
+
+    def __init__(self, model: AutoEncoder, objective: Objective, lr: float, device: Any) -> None:
+        self.model, self.objective, adam = model, objective, adam_options(device)
+        self.sides = objective.side()
+        self.optimizers = [torch.optim.Adam(model.parameters(), lr=lr, **adam)]
+        self.optimizers += [
+            torch.optim.Adam(s.module.parameters(), lr=s.lr, **adam) for s in self.sides
+        ]
+        self.out: Loss | None = None
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizers[0].param_groups:
+            group["lr"] = lr
+
+    def forward(self, x: torch.Tensor, noise: Noise) -> tuple[list[str], torch.Tensor]:
+        self.out = self.objective.loss(self.model, x[0], {k: v[0] for k, v in noise.items()})
+        terms = {**self.out.terms, "loss": self.out.total}  # parts first: an error names them
+        return list(terms), torch.stack([t.detach() for t in terms.values()])[None]
+
+    def member_out(self, r: int) -> Loss:
+        return _side_loss(self.out)
+
+    def backward(self) -> None:
+        _step(self.optimizers[0], self.out.total)
+
+    def side_step(self, k: int, noise: Noise) -> torch.Tensor:
+        side = self.sides[k]
+        loss = self.objective.side_loss(side.net, _side_loss(self.out), _first(noise))
+        _step(self.optimizers[k + 1], loss)
+        return loss.detach()[None]
+
+    def keep(self, rows: list[int]) -> None:
+        """Nothing to slice: with its one model gone the run has ended."""
+
+    def sync(self) -> None:
+        """The modules are the weights."""
+
+    def encoder(self) -> nn.Module:
+        return _Encoders(self.model, None)
+
+    def member_state(self, r: int) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "objective": self.objective.state_dict(),
+            "optimizer": self.optimizers[0].state_dict(),
+            **{f"{s.net.name}_optimizer": o.state_dict() for s, o in self._side_optimizers()},
+        }
+
+    def load(self, states: list[dict[str, Any]], members: list[int]) -> None:
+        (sd,) = states
+        self.model.load_state_dict(sd["model"])
+        self.objective.load_state_dict(sd["objective"])
+        self.optimizers[0].load_state_dict(sd["optimizer"])
+        for side, optimizer in self._side_optimizers():
+            optimizer.load_state_dict(sd[f"{side.net.name}_optimizer"])
+
+    def _side_optimizers(self) -> list[tuple[Side, torch.optim.Optimizer]]:
+        return list(zip(self.sides, self.optimizers[1:]))
+
+
+def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def _first(noise: Noise) -> Noise:
+    return {k: v[0] for k, v in noise.items()}
+
+
+class _Encoders(nn.Module):
+    """encode(x (n, P)) -> (μ, None): one model's μ (n, d), or with stacked encoder weights
+    every model's at once (R, n, d): what encode_grid needs for R code tables in one pass."""
+
+    def __init__(self, model: AutoEncoder, params: dict[str, torch.Tensor] | None) -> None:
+        super().__init__()
+        self.model, self.params = model, params
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(x)[0]
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        if self.params is None:
+            return self(x), None
+        return vmap(lambda p, x: functional_call(self, p, (x,)), in_dims=(0, None))(
+            self.params, x
+        ), None
+
+
+class _Stacked:
+    """R > 1: every weight stacked (R_active, ...) as one leaf, each loss run once under
+    vmap(functional_call), one Adam over the auto-encoder's stacks and one per side network
+    (Adam is element-wise: one Adam over the stacks is R Adams)."""
+
+    def __init__(self, runs: list[tuple[AutoEncoder, Objective]], lr: float, device: Any) -> None:
+        self.all_runs, self.runs, self.device = runs, runs, device
+        self.module = _Pair(*runs[0])  # the structure functional_call runs
+        self.sides = runs[0][1].side()
+        prefix = {id(m): name for name, m in self.module.named_modules()}
+        names = [n for n, _ in self.module.named_parameters()]
+        side_names = [
+            [n for n in names if n.startswith(prefix[id(s.module)] + ".")] for s in self.sides
+        ]
+        taken = {n for group in side_names for n in group}
+        self.groups = [[n for n in names if n not in taken], *side_names]
+        self.lrs = [lr, *(s.lr for s in self.sides)]
+        pairs = [dict(_Pair(m, o).named_parameters()) for m, o in runs]
+        self._set({n: torch.stack([p[n].detach() for p in pairs]) for n in names}, None)
+        self._main = vmap(lambda p, x, n: functional_call(self.module, p, (x, n)))
+        self.out: Loss | None = None
+
+    def _set(self, stacks: dict[str, torch.Tensor], state: dict[str, dict] | None) -> None:
+        """New leaf stacks (R_active, ...) and one Adam per group over them; `state`: each
+        stack's Adam state ({"step", "exp_avg", "exp_avg_sq"}) for the same rows, or None."""
+        self.params = {n: t.detach().clone().requires_grad_() for n, t in stacks.items()}
+        self._synced: tuple[int, ...] | None = None  # the modules hold no stack yet
         adam = adam_options(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr, **adam)
-        adv, critic, obj = self.objective.adversary, self.objective.critic, cfg.objective
-        self.adv_optimizer = (
-            torch.optim.Adam(adv.parameters(), lr=obj.adv_lr, **adam) if adv else None
-        )
-        self.critic_optimizer = (
-            torch.optim.Adam(critic.parameters(), lr=obj.critic_lr, **adam) if critic else None
-        )
-        self.data_gen = torch.Generator(self.device).manual_seed(seeds.data)
-        self.noise_gen = torch.Generator(self.device).manual_seed(seeds.noise)
+        self.optimizers = [
+            torch.optim.Adam([self.params[n] for n in group], lr=lr, **adam)
+            for group, lr in zip(self.groups, self.lrs)
+        ]
+        for n, st in (state or {}).items():
+            if st:
+                self._optimizer_of(n).state[self.params[n]] = st
+
+    def _optimizer_of(self, name: str) -> torch.optim.Optimizer:
+        return next(o for o, group in zip(self.optimizers, self.groups) if name in group)
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizers[0].param_groups:
+            group["lr"] = lr
+        self.lrs[0] = lr
+
+    def forward(self, x: torch.Tensor, noise: Noise) -> tuple[list[str], torch.Tensor]:
+        total, terms, z, acai = self._main(self.params, x, noise)
+        self.out = Loss(total, terms, z, acai or None)
+        parts = {**terms, "loss": total}
+        return list(parts), torch.stack([t.detach() for t in parts.values()], 1)
+
+    def member_out(self, r: int) -> Loss:
+        out = self.out
+        acai = None if out.acai is None else type(out.acai)(*(t[r] for t in out.acai))
+        return Loss(out.total[r], {}, out.z[r].detach(), acai)
+
+    def backward(self) -> None:
+        # The models share no weights: the gradient of the sum is each model's own.
+        _step(self.optimizers[0], self.out.total.sum())
+
+    def side_step(self, k: int, noise: Noise) -> torch.Tensor:
+        params = {n: self.params[n] for n in self.groups[k + 1]}
+        out = _side_loss(self.out)
+
+        def loss(p: dict, z: torch.Tensor, acai: Any, n: Noise) -> torch.Tensor:
+            member = Loss(z.new_zeros(()), {}, z, acai)
+            return functional_call(self.module, p, (None, n), {"side": k, "out": member})
+
+        acai_dim = None if out.acai is None else 0  # vmap maps no None
+        losses = vmap(loss, in_dims=(0, 0, acai_dim, 0))(params, out.z, out.acai, noise)
+        _step(self.optimizers[k + 1], losses.sum())
+        return losses.detach()
+
+    def keep(self, rows: list[int]) -> None:
+        """Keep only the stack rows `rows`, with their Adam state; forget the step's graph."""
+        index = torch.as_tensor(rows, device=self.device)
+        state = {}
+        for n, p in self.params.items():
+            st = self._optimizer_of(n).state.get(p, {})
+            state[n] = {k: v if k == "step" else v[index].clone() for k, v in st.items()}
+        self._set({n: p.detach()[index] for n, p in self.params.items()}, state)
+        self.runs = [self.runs[r] for r in rows]
+        self.out = None
+
+    def sync(self) -> None:
+        """Copy the stacks into the models' own modules (evaluation, pictures, checkpoints)."""
+        version = tuple(int(p._version) for p in self.params.values())
+        if self._synced == version:
+            return
+        with torch.no_grad():
+            for r, run in enumerate(self.runs):
+                for name, p in _Pair(*run).named_parameters():
+                    p.copy_(self.params[name][r])
+        self._synced = version
+
+    def encoder(self) -> nn.Module:
+        weights = {n: p.detach() for n, p in self.params.items() if n.startswith("model.")}
+        return _Encoders(self.module.model, weights)  # the same "model." names
+
+    def member_state(self, r: int) -> dict[str, Any]:
+        self.sync()
+        model, objective = self.runs[r]
+        out = {
+            "model": {k: v.clone() for k, v in model.state_dict().items()},
+            "objective": {k: v.clone() for k, v in objective.state_dict().items()},
+        }
+        keys = ["optimizer", *(f"{s.net.name}_optimizer" for s in self.sides)]
+        for key, optimizer, group in zip(keys, self.optimizers, self.groups):
+            state = {}
+            for j, name in enumerate(group):
+                if st := optimizer.state.get(self.params[name]):
+                    state[j] = {k: v if k == "step" else v[r].clone() for k, v in st.items()}
+            out[key] = {"state": state, "param_groups": optimizer.state_dict()["param_groups"]}
+        return out
+
+    def load(self, states: list[dict[str, Any]], members: list[int]) -> None:
+        """states: the solo state_dicts of models `members` (indices into the runs)."""
+        self.runs = [self.all_runs[i] for i in members]
+        keys = ["optimizer", *(f"{s.net.name}_optimizer" for s in self.sides)]
+
+        def weight(st: dict, name: str) -> torch.Tensor:
+            part, _, rest = name.partition(".")
+            return st[part][rest]
+
+        stacks = {
+            n: torch.stack([weight(st, n) for st in states]).to(self.device) for n in self.params
+        }
+        adam: dict[str, dict] = {}
+        for key, group in zip(keys, self.groups):
+            for j, name in enumerate(group):
+                per = [st[key]["state"].get(j) for st in states]
+                if per[0] is None:
+                    continue
+                step = per[0]["step"].clone()  # fused Adam keeps its step on the device
+                adam[name] = {
+                    "step": step.to(self.device) if self.device.type == "cuda" else step,
+                    **{
+                        k: torch.stack([p[k] for p in per]).to(self.device)
+                        for k in ("exp_avg", "exp_avg_sq")
+                    },
+                }
+        self._set(stacks, adam)
+
+
+class Trainer:
+    """R = len(cfgs) runs of one setting on one device (cfgs: equal but for the seed; one
+    Config is a solo run); model i is cfgs[i]'s run.
+
+    ds: a raywae.data.Dataset (its training_table()). Batches are drawn uniformly with
+    replacement from the train split. `active`: the models still training; `failed`: model ->
+    its NonFiniteLossError (term and 1-based step). On CPU a model is checked every step,
+    before its loss touches the weights; on CUDA once per report window (no host sync per
+    step)."""
+
+    def __init__(self, cfgs: Config | Sequence[Config], ds: Dataset) -> None:
+        cfgs = [cfgs] if isinstance(cfgs, Config) else list(cfgs)
+        check_packable(cfgs)
+        self.cfgs, self.cfg, self.ds = cfgs, cfgs[0], ds
+        self.device = resolve_device(self.cfg.train.device)
+        runs = [init_run(cfg, self.device) for cfg in cfgs]
+        self.models = [m for m, _, _ in runs]
+        self.objectives = [o for _, o, _ in runs]
+        self.data_gens = [torch.Generator(self.device).manual_seed(s.data) for *_, s in runs]
+        self.noise_gens = [torch.Generator(self.device).manual_seed(s.noise) for *_, s in runs]
+        self._eval_seeds = [s.eval for *_, s in runs]
         data = device_data(ds, self.device)
         self.table, self.train_index, self.test_index, _ = data
         self.rows = data.rows  # table rows -> (k, pixels) float32 images in [0, 1]
+        lr = learning_rate(0, self.cfg.train)
+        pairs = [(m, o) for m, o, _ in runs]
+        self._steps = _Solo(*pairs[0], lr, self.device) if len(cfgs) == 1 else None
+        self._steps = self._steps or _Stacked(pairs, lr, self.device)
+        self.active = list(range(len(cfgs)))
+        self.failed: dict[int, NonFiniteLossError] = {}
         self.step = 0
         self._names: list[str] | None = None
         self._rows: list[torch.Tensor] = []
         self._window_start = time.perf_counter()
 
-    # --- one step ---------------------------------------------------------------------------
-    def _batch(self) -> torch.Tensor:
-        """(B, pixels) float32 train images."""
-        n = self.train_index.shape[0]
-        pick = torch.randint(
-            n, (self.cfg.train.batch_size,), generator=self.data_gen, device=self.device
-        )
-        return self.rows(self.train_index[pick])
+    @property
+    def model(self) -> AutoEncoder:
+        """Model 0 (a solo run's model), its weights current."""
+        return self.member_model(0)
+
+    @property
+    def objective(self) -> Objective:
+        """Model 0's objective (with its side networks, current)."""
+        self._steps.sync()
+        return self.objectives[0]
+
+    @property
+    def params(self) -> dict[str, torch.Tensor]:
+        """R > 1: the stacked weights (R_active, ...), by _Pair parameter name."""
+        return self._steps.params
+
+    def member_model(self, i: int) -> AutoEncoder:
+        """Model i with its current weights."""
+        self._steps.sync()
+        return self.models[i]
+
+    # --- one step -----------------------------------------------------------------------------
+    def _inputs(self) -> tuple[torch.Tensor, Noise]:
+        """Each active model's batch and noise from its own generators, in a solo run's order:
+        x (R_active, B, pixels); noise {name: (R_active, ...)}."""
+        n, bs = self.train_index.shape[0], self.cfg.train.batch_size
+        picks = [
+            torch.randint(n, (bs,), generator=self.data_gens[i], device=self.device)
+            for i in self.active
+        ]
+        x = self.rows(self.train_index[torch.cat(picks)]).view(len(picks), bs, -1)
+        objective = self.objectives[0]
+        draws = [objective.noise(x[r], self.noise_gens[i]) for r, i in enumerate(self.active)]
+        return x, {k: torch.stack([d[k] for d in draws]) for k in draws[0]}
 
     def _train_step(self) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.step, self.cfg.train)
-        out = self.objective(self.model, self._batch(), self.noise_gen)
-        terms = {**out.terms, "loss": out.total}  # parts first: an error names the culprit
-        row = torch.stack([t.detach() for t in terms.values()])
-        if self._names is None:
-            self._names = list(terms) + (["adv_d"] if self.adv_optimizer else [])
-            self._names += ["acai_critic"] if self.critic_optimizer else []
-        # On CPU the check is free: stop before a non-finite loss touches the weights. On CUDA
-        # it would sync every step, so the rows are checked when the window is reported.
-        if self.device.type == "cpu":
-            self._check(row[None], self.step + 1)
-        self.optimizer.zero_grad(set_to_none=True)
-        out.total.backward()
-        self.optimizer.step()
-        if self.adv_optimizer is not None:
-            adv = self.objective.adversary_loss(out.z.detach(), self.noise_gen)
-            row = self._side_step(self.adv_optimizer, adv, row)
-        if self.critic_optimizer is not None:
-            critic = self.objective.critic_loss(out.acai)
-            row = self._side_step(self.critic_optimizer, critic, row)
-        self._rows.append(row)
+        steps, cpu = self._steps, self.device.type == "cpu"
+        steps.set_lr(learning_rate(self.step, self.cfg.train))
+        x, noise = self._inputs()
+        while True:
+            names, rows = steps.forward(x, noise)
+            if self._names is None:
+                self._names = names + [s.net.term for s in steps.sides]
+            if not (bad := self._check(rows[None], self.step + 1) if cpu else []):
+                break
+            keep = self._drop(bad)  # redo the step for the others, on the same inputs
+            x, noise = x[keep], {k: v[keep] for k, v in noise.items()}
+        steps.backward()
+        for k, side in enumerate(steps.sides):
+            draws = [
+                self.objectives[0].side_noise(side.net, steps.member_out(r), self.noise_gens[i])
+                for r, i in enumerate(self.active)
+            ]
+            side_noise = {key: torch.stack([d[key] for d in draws]) for key in draws[0]}
+            rows = torch.cat([rows, steps.side_step(k, side_noise)[:, None]], 1)
+        if cpu and (bad := self._check(rows[None], self.step + 1)):
+            rows = rows[self._drop(bad)]
+        self._rows.append(rows)
 
-    def _side_step(
-        self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, row: torch.Tensor
-    ) -> torch.Tensor:
-        """One step of a network the objective trains on its own loss (WAE-GAN's adversary,
-        ACAI's critic); returns the step's row with that loss appended (checked on CPU)."""
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        row = torch.cat([row, loss.detach()[None]])
-        if self.device.type == "cpu":
-            self._check(row[None], self.step + 1)
-        return row
-
-    def _check(self, rows: torch.Tensor, first_step: int) -> None:
-        """rows: (k, terms) of steps first_step, first_step+1, ...; raise at the first bad one."""
+    def _check(self, rows: torch.Tensor, first_step: int) -> list[int]:
+        """rows: (k, R_active, terms) of steps first_step, ...: record each model with a
+        non-finite entry (its first bad step and term) in `failed`; return their rows."""
         bad = ~torch.isfinite(rows)
-        if bad.any():
-            i, j = (int(v) for v in bad.nonzero()[0])
-            raise NonFiniteLossError(self._names[j], first_step + i)
+        if not bad.any():
+            return []
+        out = []
+        for r in bad.any(2).any(0).nonzero()[:, 0].tolist():
+            step, term = (int(v) for v in bad[:, r].nonzero()[0])
+            self.failed[self.active[r]] = NonFiniteLossError(self._names[term], first_step + step)
+            out.append(r)
+        return out
 
-    def _flush(self) -> dict[str, float]:
-        rows = torch.stack(self._rows)
-        first_step = self.step - len(self._rows) + 1
-        self._check(rows, first_step)
+    def _drop(self, bad: list[int]) -> list[int]:
+        """Drop the rows `bad` of the active models (their window rows too); return the rows
+        kept. Raises the last failure when no model is left."""
+        keep = [r for r in range(len(self.active)) if r not in bad]
+        if not keep:
+            self.active = []
+            raise max(self.failed.values(), key=lambda e: e.step)
+        self._rows = [w[keep] for w in self._rows]
+        self._steps.keep(keep)
+        self.active = [self.active[r] for r in keep]
+        return keep
+
+    def _flush(self) -> Logs:
+        rows = torch.stack(self._rows)  # (k, R_active, terms)
+        if self.device.type != "cpu":  # CPU checked every step; CUDA checks the window once
+            if bad := self._check(rows, self.step - len(self._rows) + 1):
+                rows = rows[:, self._drop(bad)]
         means = rows.mean(0).tolist()  # the one sync of the window
-        (logs,) = window_logs(self._names, [means], len(self._rows), self)
+        elapsed = time.perf_counter() - self._window_start
+        shared = {
+            "train/lr": learning_rate(self.step - 1, self.cfg.train),
+            "time/imgs_per_s": len(self._rows) * self.cfg.train.batch_size / elapsed,
+            "step": self.step,
+        }
         self._rows = []
-        return logs
+        return {
+            i: {**{f"train/{k}": v for k, v in zip(self._names, row)}, **shared}
+            for i, row in zip(self.active, means)
+        }
 
-    # --- public -----------------------------------------------------------------------------
+    # --- public -------------------------------------------------------------------------------
     def run(
         self, steps: int | None = None, callback: Callback | None = None, progress: bool = False
-    ) -> dict | None:
-        """Train up to cfg.train.steps, or `steps` more. callback(trainer, logs) runs every
-        cfg.train.report_every steps and at the last step of this call; logs hold `step`,
-        `train/<term>` means over the window, `train/lr` and `time/imgs_per_s`.
-        progress: a tqdm bar over the steps (the loss of the last window beside it).
-        Returns the last logs (None if no step ran). Raises NonFiniteLossError."""
+    ) -> Logs:
+        """Train every active model up to cfg.train.steps, or `steps` more. callback(trainer,
+        logs) every cfg.train.report_every steps and at the last step of this call: logs maps
+        each active model to its window's logs (`step`, `train/<term>` means, `train/lr`,
+        `time/imgs_per_s`). progress: a tqdm bar over the steps. Diverged models are in
+        `failed`; when none is left, raises NonFiniteLossError (the last failure). Returns
+        the last logs ({} if no step ran)."""
         end = self.cfg.train.steps if steps is None else self.step + steps
-        self.model.train()
-        self._rows, self._window_start, logs = [], time.perf_counter(), None
+        for model in self.models:
+            model.train()
+        self._rows, self._window_start, logs = [], time.perf_counter(), {}
         bar = tqdm(total=end, initial=self.step, desc="train", unit="step", disable=not progress)
         with bar:
             while self.step < end:
@@ -291,48 +598,59 @@ class Trainer:
                 bar.update()
                 if self.step % self.cfg.train.report_every == 0 or self.step == end:
                     logs = self._flush()
-                    bar.set_postfix(loss=f"{logs['train/loss']:.1f}", refresh=False)
+                    loss = np.mean([v["train/loss"] for v in logs.values()])
+                    bar.set_postfix(loss=f"{loss:.1f}", refresh=False)
                     if callback is not None:
                         callback(self, logs)
                     self._window_start = time.perf_counter()  # callback time is not training
         return logs
 
-    def evaluate(self, max_images: int | None = None, progress: bool | Bar | None = None) -> dict:
-        """PROTOCOL §6 over the test split (or its first max_images): mean summed BCE with z
-        sampled from q(z|x) (`test/recon`) and with z = μ (`test/recon_mean`).
-
-        Uses its own generator seeded from cfg.seed: repeatable, and it leaves the training
-        RNGs alone. progress: a bar (True / False / a tqdm-like factory; default: a tqdm bar
-        when there are more than 20 batches)."""
-        gen = torch.Generator(self.device).manual_seed(self._eval_seed)
+    def evaluate(
+        self, max_images: int | None = None, progress: bool | Bar | None = None, member: int = 0
+    ) -> dict[str, float]:
+        """PROTOCOL §6 for model `member` over the test split (or its first max_images): mean
+        summed BCE with z sampled from q(z|x) (`test/recon`) and with z = μ
+        (`test/recon_mean`). Uses the model's own generator seeded from its cfg.seed:
+        repeatable, and it leaves the training RNGs alone. progress: a bar (True / False / a
+        tqdm-like factory; default: a tqdm bar when there are more than 20 batches)."""
+        gen = torch.Generator(self.device).manual_seed(self._eval_seeds[member])
         index, bs = self.test_index[:max_images], self.cfg.train.eval_batch_size
-        return recon_error(self.model, self.rows, index, bs, gen, progress)
+        return recon_error(self.member_model(member), self.rows, index, bs, gen, progress)
+
+    def code_tables(self, grid: FactorGrid, progress: bool | Bar = False) -> np.ndarray:
+        """Encoder means of the active models over `grid` (ds.grid or a subgrid of it), from
+        one encoding pass: (R_active, len(grid), d) float32, row r for model active[r]."""
+        tables = encode_grid(self._steps.encoder(), self.ds, progress=progress, grid=grid)
+        return tables if len(self.cfgs) > 1 else tables[None]
+
+    def member_state(self, i: int) -> dict[str, Any]:
+        """Model i's checkpoint, a solo run's state_dict: weights, the auto-encoder's and
+        every side network's Adam state (`<side>_optimizer`), step, RNG states, config."""
+        state = self._steps.member_state(self.active.index(i))
+        rng = {"data": self.data_gens[i].get_state(), "noise": self.noise_gens[i].get_state()}
+        return {**state, "step": self.step, "rng": rng, "config": to_dict(self.cfgs[i])}
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything a resumed run needs: weights, optimizers, step and every RNG state.
-        Tensors are live references (as nn.Module.state_dict): save before training on."""
+        """Everything a resumed run needs. R = 1: member_state(0) (tensors are live
+        references, as nn.Module.state_dict: save before training on); R > 1: every active
+        model's member_state, every failure, the step."""
+        if len(self.cfgs) == 1:
+            return self.member_state(0)
         return {
-            "model": self.model.state_dict(),
-            "objective": self.objective.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "adv_optimizer": self.adv_optimizer.state_dict() if self.adv_optimizer else None,
-            "critic_optimizer": (
-                self.critic_optimizer.state_dict() if self.critic_optimizer else None
-            ),
+            "members": {i: self.member_state(i) for i in self.active},
+            "failed": {i: (e.term, e.step) for i, e in self.failed.items()},
             "step": self.step,
-            "rng": {"data": self.data_gen.get_state(), "noise": self.noise_gen.get_state()},
-            "config": to_dict(self.cfg),
         }
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
-        """Restore a state_dict of a Trainer built from the same config."""
-        self.model.load_state_dict(sd["model"])
-        self.objective.load_state_dict(sd["objective"])
-        self.optimizer.load_state_dict(sd["optimizer"])
-        if self.adv_optimizer is not None:
-            self.adv_optimizer.load_state_dict(sd["adv_optimizer"])
-        if self.critic_optimizer is not None:
-            self.critic_optimizer.load_state_dict(sd["critic_optimizer"])
+        """Restore a state_dict of a Trainer built from the same configs."""
+        if "members" not in sd:  # a solo run's checkpoint
+            sd = {"members": {0: sd}, "failed": {}, "step": sd["step"]}
         self.step = int(sd["step"])
-        self.data_gen.set_state(sd["rng"]["data"].cpu())
-        self.noise_gen.set_state(sd["rng"]["noise"].cpu())
+        self.failed = {int(i): NonFiniteLossError(t, int(s)) for i, (t, s) in sd["failed"].items()}
+        self.active = sorted(int(i) for i in sd["members"])
+        states = [sd["members"][i] for i in self.active]
+        for i, st in zip(self.active, states):
+            self.data_gens[i].set_state(st["rng"]["data"].cpu())
+            self.noise_gens[i].set_state(st["rng"]["noise"].cpu())
+        self._steps.load(states, self.active)

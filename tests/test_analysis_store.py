@@ -138,7 +138,9 @@ def test_figure2(smoke: Path, tmp_path: Path) -> None:
 def test_figure2_weights_without_a_logged_model(smoke: Path, tmp_path: Path) -> None:
     """A run without model.pt (tracking.log_model false) falls back to its Tune checkpoint,
     then to its reconstructions.png artifact, whose row equals the model's reconstructions."""
-    from raywae.experiment import load_run, open_dataset, shown_images
+    from raywae.checkpoint import load_run
+    from raywae.data import open_dataset
+    from raywae.experiment import SHOWN_IMAGES
     from raywae.images import reconstruct
 
     client = store(smoke)
@@ -156,7 +158,7 @@ def test_figure2_weights_without_a_logged_model(smoke: Path, tmp_path: Path) -> 
     assert reconstructions.trained_model(target, row) == (None, "artifact reconstructions.png")
 
     logged, cfg = load_run(run.info.run_id, client.tracking_uri)
-    expected = reconstruct(logged, shown_images(open_dataset(cfg.data)))
+    expected = reconstruct(logged, open_dataset(cfg.data).shown_images(SHOWN_IMAGES))
     row_pixels = reconstructions.from_artifact(client, run.info.run_id)
     assert row_pixels.shape == expected.shape == (8, 64, 64)
     assert np.abs(row_pixels - expected).max() <= 1 / 255 + 1e-6  # 8-bit PNG quantisation

@@ -16,15 +16,10 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from analysis.smoke import BASE
+from raywae.checkpoint import STATE_FILE, CheckpointError, load_run
 from raywae.config import from_dict, override
-from raywae.experiment import (
-    STATE_FILE,
-    CheckpointError,
-    Experiment,
-    load_run,
-    main,
-    open_dataset,
-)
+from raywae.data import open_dataset
+from raywae.experiment import Experiment, main
 from raywae.logkeys import reported
 from raywae.metrics import encode_grid
 from raywae.models import build_model

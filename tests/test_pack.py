@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from raywae.checkpoint import CheckpointError
 from raywae.config import Config, from_dict, override
-from raywae.experiment import CheckpointError, Experiment
+from raywae.experiment import Experiment
 from raywae.metrics import encode_grid
-from raywae.pack import PackedTrainer, PackExperiment, check_packable
-from raywae.train import Trainer
+from raywae.train import Trainer, check_packable
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 # Batched and plain kernels round differently (~1e-7); Adam divides a gradient by its own
@@ -29,6 +29,7 @@ FAMILIES = {
         "model": {"posterior": "box", "prior": "uniform"},
     },
     "wwae": {"objective": {"name": "wwae", "lam": 10.0}},
+    "wae_gan": {"objective": {"name": "wae_gan", "lam": 1.0, "lp_lambda": 1.0}},  # + adversary
 }
 
 
@@ -45,7 +46,7 @@ def cfgs(family: str, seeds=(0, 1, 2), **train) -> list[Config]:
 
 def solo(cfg: Config, ds) -> tuple[Trainer, list[dict]]:
     trainer, logs = Trainer(cfg, ds), []
-    trainer.run(callback=lambda t, window: logs.append(window))
+    trainer.run(callback=lambda t, window: logs.append(window[0]))
     return trainer, logs
 
 
@@ -56,7 +57,7 @@ def figures(logs: dict) -> dict:
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_pack_equals_solo_runs(small_ds, family):
     configs = cfgs(family)
-    pack, windows = PackedTrainer(configs, small_ds), []
+    pack, windows = Trainer(configs, small_ds), []
     pack.run(callback=lambda p, logs: windows.append(logs))
     assert pack.active == [0, 1, 2] and not pack.failed
     for m, cfg in enumerate(configs):
@@ -65,7 +66,7 @@ def test_pack_equals_solo_runs(small_ds, family):
         torch.testing.assert_close(ours["model"], trainer.model.state_dict(), **TOL)
         for w, s in zip(windows, logs, strict=True):
             assert figures(w[m]) == pytest.approx(figures(s), rel=1e-4, abs=1e-5)
-        assert pack.evaluate(m, max_images=300) == pytest.approx(
+        assert pack.evaluate(max_images=300, member=m) == pytest.approx(
             trainer.evaluate(max_images=300), rel=1e-4
         )
     # the seeds differ: packing must not have tied the models together
@@ -76,7 +77,7 @@ def test_pack_equals_solo_runs(small_ds, family):
 
 def test_diverging_member_leaves_the_others_training(small_ds):
     configs = cfgs("beta_vae")
-    pack = PackedTrainer(configs, small_ds)
+    pack = Trainer(configs, small_ds)
     pack.run(steps=5)
     with torch.no_grad():  # member 1's decoder emits NaN logits from step 6 on
         pack.params["model.decoder.net.6.bias"][1, 0] = float("nan")
@@ -92,16 +93,16 @@ def test_diverging_member_leaves_the_others_training(small_ds):
 
 def test_pack_resumes_bit_exactly_and_slices_are_solo_checkpoints(small_ds):
     configs = cfgs("wae_box")
-    whole = PackedTrainer(configs, small_ds)
+    whole = Trainer(configs, small_ds)
     whole.run()
-    first = PackedTrainer(configs, small_ds)
+    first = Trainer(configs, small_ds)
     first.run(steps=5)
     buf = io.BytesIO()
     torch.save(first.state_dict(), buf)
     first.run(steps=2)  # training on must not leak into the saved bytes
     buf.seek(0)
     saved = torch.load(buf, weights_only=True)
-    resumed = PackedTrainer(configs, small_ds)
+    resumed = Trainer(configs, small_ds)
     resumed.load_state_dict(saved)
     resumed.run()
     assert resumed.step == whole.step == 12
@@ -120,41 +121,40 @@ def test_only_seeds_of_one_setting_pack():
     check_packable([a, b])
     with pytest.raises(ValueError, match=r"member 1 differs .*objective"):
         check_packable([a, override(b, {"objective.beta": 2.0})])
-    gan = from_dict({"objective": {"name": "wae_gan"}})
-    with pytest.raises(ValueError, match="wae_gan"):
-        check_packable([gan])
+    gan = from_dict({"objective": {"name": "wae_gan"}})  # a side network packs too
+    check_packable([gan, override(gan, {"seed": 1})])
 
 
 def test_one_encoding_pass_gives_every_members_code_table(small_ds):
-    pack = PackedTrainer(cfgs("beta_vae"), small_ds)
+    pack = Trainer(cfgs("beta_vae"), small_ds)
     pack.run(steps=3)
-    tables = pack.code_tables()
+    tables = pack.code_tables(small_ds.grid)
     assert tables.shape == (3, len(small_ds.grid), 4)
-    pack.sync_models()
     for r, member in enumerate(pack.active):
-        alone = encode_grid(pack.models[member], small_ds, progress=False)
+        alone = encode_grid(pack.member_model(member), small_ds, progress=False)
         np.testing.assert_allclose(tables[r], alone, rtol=1e-5, atol=1e-6)
 
 
 def test_pack_experiment_figures_and_files_equal_solo_experiments(small_ds, tmp_path):
-    """PackExperiment: each member's progress reports, final figures (from the shared encoding
+    """Experiment of a pack: each member's progress reports, final figures (from the shared encoding
     pass) and files are its solo Experiment's; a checkpoint written mid-way resumes the pack."""
     tiny = {"metrics.runs": 1, "metrics.preset": "disentanglement_lib"}
     configs = [override(c, tiny) for c in cfgs("beta_vae", seeds=(3, 5))]
-    packed = PackExperiment(configs, small_ds)
+    packed = Experiment(configs, small_ds, progress=False)
     reports: list[dict] = []
     packed.train(reports.append)
     assert [sorted(r) for r in reports] == [[0, 1], [0, 1]]  # steps 4 and 8; 12 is the final
     finals = packed.final()
-    packed.write_outputs(tmp_path / "pack", finals)
+    for m, figures in finals.items():
+        packed.write_outputs(m, tmp_path / "pack" / str(m), figures)
     for m, cfg in enumerate(configs):
         solo_exp, solo_reports = Experiment(cfg, small_ds, progress=False), []
         solo_exp.train(solo_reports.append)
-        for mine, theirs in zip((r[m] for r in reports), solo_reports, strict=True):
+        for mine, theirs in zip((r[m] for r in reports), (r[0] for r in solo_reports), strict=True):
             assert mine.keys() == theirs.keys()
             for key in ("train/loss", "test/recon_5k", "step"):
                 assert mine[key] == pytest.approx(theirs[key], rel=1e-4), key
-        alone = solo_exp.final()
+        (alone,) = solo_exp.final().values()
         assert finals[m].keys() == alone.keys()
         for key in ("test/recon", "test/recon_mean"):
             assert finals[m][key] == pytest.approx(alone[key], rel=1e-4), key
@@ -165,15 +165,15 @@ def test_pack_experiment_figures_and_files_equal_solo_experiments(small_ds, tmp_
         written = json.loads((tmp_path / "pack" / str(m) / "config.json").read_text())
         assert written["seed"] == cfg.seed
     # resume: a checkpoint at step 8 continues to the same weights as the whole run
-    first = PackExperiment(configs, small_ds)
-    first.pack.run(steps=8)
+    first = Experiment(configs, small_ds, progress=False)
+    first.trainer.run(steps=8)
     first.save(tmp_path / "state.pt")
-    resumed = PackExperiment(configs, small_ds)
+    resumed = Experiment(configs, small_ds, progress=False)
     resumed.restore(tmp_path / "state.pt")
     resumed.train(lambda logs: None)
     # Exact: the same inputs through the same kernels in one process.
-    for name, p in packed.pack.params.items():
-        assert torch.equal(p, resumed.pack.params[name]), name
+    for name, p in packed.trainer.params.items():
+        assert torch.equal(p, resumed.trainer.params[name]), name
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="bad.pt"):
         resumed.restore(tmp_path / "bad.pt")

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from raywae.experiment import Experiment, open_dataset
+from raywae.data import open_dataset
+from raywae.experiment import Experiment
 from raywae.search_space import load
 from raywae.sweep import main
 from tests.faults import nan_noise_env
@@ -76,7 +77,7 @@ def test_packed_sweep_logs_one_run_per_model(tmp_path: Path, faulty_ray: None) -
     for seed in (0, 4):
         alone = Experiment(spec.config({"arm": "beta_vae", "seed": seed}), ds, progress=False)
         alone.train(lambda logs: None)
-        figures = alone.final()
+        (figures,) = alone.final().values()
         logged = by[("beta_vae", seed)].data.metrics
         assert logged["test/recon"] == pytest.approx(figures["test/recon"], rel=1e-3)
         assert logged["metric/beta_vae_4"] == pytest.approx(figures["metric/beta_vae_4"], abs=0.02)

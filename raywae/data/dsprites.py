@@ -22,6 +22,7 @@ from filelock import FileLock
 from tqdm import tqdm
 
 from raywae.data import render
+from raywae.data.dataset import Table
 from raywae.data.grid import FactorGrid
 
 Source = Literal["auto", "real", "procedural"]
@@ -124,7 +125,10 @@ class DSprites:
     """A dSprites table over `grid`: row i is the image with flat index i.
 
     bits: (len(grid), 512) uint8, np.packbits of each flattened 64x64 image (memory-mapped).
+    A raywae.data.Dataset: it trains on the packed bits, split by PROTOCOL §2.
     """
+
+    name = "dsprites"
 
     def __init__(
         self, grid: FactorGrid, bits: np.ndarray, source: str, fingerprint: str, origin: str
@@ -154,6 +158,18 @@ class DSprites:
         order = np.random.default_rng(seed).permutation(len(self.grid))
         n_train = int(round(len(order) * train_fraction))
         return order[:n_train], order[n_train:]
+
+    def training_table(self) -> Table:
+        """The packed bits (the memory map, shared through the page cache) and split(seed=0)."""
+        return Table(self.bits, *self.split(seed=0), packed=True)
+
+    def shown_images(self, k: int) -> np.ndarray:
+        """The first k test images in index order: (k, 64, 64) uint8 in {0, 1}."""
+        return self.images(np.sort(self.split(seed=0)[1][:k]))
+
+    def interpolation_pairs(self, k: int) -> None:
+        """dSprites has no interpolation benchmark pairs (see ImageSet)."""
+        return None
 
     def provenance(self) -> dict[str, str]:
         """What a run logs about its data: source, fingerprint of the image bits, origin."""

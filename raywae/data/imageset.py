@@ -1,6 +1,7 @@
 """Small image datasets held in memory (lines, MNIST): float pixels in [0, 1], flattened.
 
-The Trainer reads them like the dSprites table: one (N, P) table, train rows first.
+The Trainer reads them like the dSprites table: one (N, P) table, train rows first. They
+have no factor grid (no disentanglement metrics).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from raywae.data.dataset import Table
 from raywae.data.lines import LINES_TEST, LINES_TRAIN, lines_split, render_lines
 from raywae.data.mnist import load_mnist
 
@@ -29,10 +31,26 @@ class ImageSet:
     train: np.ndarray
     test: np.ndarray
     test_angles: np.ndarray | None = None
+    grid = None  # no ground-truth factor grid
 
     def table(self) -> np.ndarray:
         """(n_train + n_test, side²): train rows, then test rows."""
         return np.concatenate([self.train, self.test])
+
+    def training_table(self) -> Table:
+        """table(), its train rows then its test rows."""
+        n = len(self.train)
+        return Table(self.table(), np.arange(n), np.arange(n, n + len(self.test)), packed=False)
+
+    def shown_images(self, k: int) -> np.ndarray:
+        """The first k test images: (k, side, side) float32."""
+        return self.images(np.arange(k))
+
+    def interpolation_pairs(self, k: int) -> np.ndarray:
+        """(2, k, side, side): test images 0..k−1 paired with k..2k−1 (fixed for every run; k
+        shrinks to half the test split when that is smaller)."""
+        k = min(k, len(self.test) // 2)
+        return self.images(np.arange(2 * k)).reshape(2, k, self.side, self.side)
 
     def images(self, index: np.ndarray) -> np.ndarray:
         """Test images by index: (k, side, side) float32 in [0, 1]."""

@@ -5,25 +5,14 @@ Every metric reads rows of this table by flat grid index; none touches a model o
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from raywae.data.grid import FactorGrid
 from raywae.progress import Bar, bar_for
-
-
-class Encoder(Protocol):
-    """What `encode_grid` needs of a model: `encode(x (n, 4096)) -> (mu (n, d), log-scale)`."""
-
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-
-def _model_device(model: Any) -> torch.device:
-    params = getattr(model, "parameters", None)
-    first = next(iter(params()), None) if callable(params) else None
-    return first.device if first is not None else torch.device("cpu")
 
 
 def _flat_images(ds: Any, index: np.ndarray) -> np.ndarray:
@@ -47,7 +36,7 @@ def rows_in(grid: FactorGrid, parent: FactorGrid) -> np.ndarray:
 
 
 def encode_grid(
-    model: Encoder,
+    model: nn.Module,
     ds: Any,
     batch_size: int = 2048,
     device: str | torch.device | None = None,
@@ -56,22 +45,22 @@ def encode_grid(
 ) -> np.ndarray:
     """Encoder means of every image of `ds.grid` (or of `grid`), in flat-index order.
 
-    model: `encode(x)` with x (n, 4096) float32 in {0, 1} returning `(mu, log_scale)`.
+    model: a module with `encode(x)`, x (n, 4096) float32 in {0, 1} -> `(mu, log_scale)`;
+        mu (n, d), or (R, n, d) for R models encoded at once (Trainer.code_tables).
     ds: has `.grid` and `.packed(index) -> (n, 512) uint8` (np.packbits rows) or
         `.images(index) -> (n, 64, 64) uint8`.
     progress: show a bar (True / False) or a tqdm-like factory (see raywae.progress).
     grid: a subgrid of ds.grid (e.g. `ds.grid.subgrid(orientation=2)`) for a cheaper table;
         the metrics then take that grid with the codes.
-    Returns codes: (len(grid), d) float32; row i is mu(x_i) for flat index i of the grid
-    ((R, len(grid), d) for a model whose encode gives (R, n, d): a pack, in one pass).
-    The model runs in eval mode under no_grad; its previous train/eval mode is restored.
+    Returns codes: (len(grid), d) float32 ((R, len(grid), d)); row i is mu(x_i) for flat
+    index i of the grid. The model runs in eval mode under no_grad; its previous train/eval
+    mode is restored. device: default the model's.
     """
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
     rows = None if grid is None else rows_in(grid, ds.grid)
     n = len(ds.grid) if rows is None else len(rows)
-    was_training = bool(getattr(model, "training", False))
-    if hasattr(model, "eval"):
-        model.eval()
+    was_training = model.training
+    model.eval()
     out: np.ndarray | None = None
     try:
         with torch.no_grad():
@@ -80,13 +69,12 @@ def encode_grid(
                 index = np.arange(start, min(start + batch_size, n))
                 pixels = _flat_images(ds, index if rows is None else rows[index])
                 x = torch.from_numpy(pixels).to(device).float()
-                mu = model.encode(x)[0]  # (n, d), or (R, n, d) from R packed models at once
+                mu = model.encode(x)[0]
                 if out is None:  # d is known only after the first batch
                     out = np.empty((*mu.shape[:-2], n, mu.shape[-1]), dtype=np.float32)
                 out[..., index, :] = mu.float().cpu().numpy()
     finally:
-        if was_training and hasattr(model, "train"):
-            model.train()
+        model.train(was_training)
     if out is None:
         raise ValueError("the grid is empty: nothing to encode")
     return out

@@ -1,5 +1,7 @@
 """Training objectives of PROTOCOL §4 and §9: β-VAE, WAE-MMD (IMQ), WAE-GAN, WWAE, a plain
 auto-encoder, and the ACAI regulariser, which composes with any of them (`objective.acai`).
+An objective names the side networks it trains with their own optimizers (`Objective.side`:
+WAE-GAN's adversary, ACAI's critic); the trainer steps them after the auto-encoder.
 
 Every loss sums over pixels / latent dims and averages over the batch, so β and λ mean what
 they mean in the papers. `OBJECTIVES` maps config names to classes.
@@ -12,8 +14,10 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from raywae.config import ObjectiveConfig
+from raywae.families import ADVERSARY, CRITIC, SideNet
 from raywae.models.networks import AutoEncoder, Critic
 
 # IMQ kernel scales C / d (PROTOCOL §4).
@@ -88,6 +92,22 @@ class Loss(NamedTuple):
     acai: AcaiBatch | None = None
 
 
+class Side(NamedTuple):
+    """A side network as the trainer steps it: its row (name, term, lr key), the module (a
+    submodule of the objective) and its Adam step size."""
+
+    net: SideNet
+    module: nn.Module
+    lr: float
+
+
+def frozen(module: nn.Module, *args: torch.Tensor) -> torch.Tensor:
+    """module(*args) with its weights detached: the caller's loss puts no gradient on them
+    (also under vmap, where a module's requires_grad cannot be switched)."""
+    weights = {name: p.detach() for name, p in module.named_parameters()}
+    return functional_call(module, weights, args)
+
+
 def acai_alpha(n: int, generator: torch.Generator) -> torch.Tensor:
     """α ~ U[0, ½] as ACAI draws it, the fold ½ − |u − ½| of u ~ U[0, 1): (n,)."""
     u = torch.rand(n, generator=generator, device=generator.device)
@@ -155,19 +175,25 @@ class Objective(nn.Module):
         # ACAI: decode α·z₁ + (1−α)·z₂ with z₂ the batch reversed; the AE wants d(x̂_mix) = 0.
         alpha = noise["alpha"]
         x_mix = torch.sigmoid(model.decode(alpha[:, None] * z + (1 - alpha[:, None]) * z.flip(0)))
-        self.critic.requires_grad_(False)  # the AE's term puts no gradient on the critic
-        acai = self.critic(x_mix).pow(2).mean()
-        self.critic.requires_grad_(True)
+        acai = frozen(self.critic, x_mix).pow(2).mean()  # no gradient on the critic
         batch = AcaiBatch(x, torch.sigmoid(logits).detach(), x_mix.detach(), alpha)
         return Loss(total + self.cfg.acai * acai, {**terms, "acai": acai}, z, batch)
 
-    def critic_loss(self, batch: AcaiBatch) -> torch.Tensor:
-        """The ACAI critic's loss on a Loss.acai batch (see `critic_loss`)."""
-        return critic_loss(self.critic, batch, self.cfg.acai_gamma)
+    def side(self) -> tuple[Side, ...]:
+        """The side networks, in the order the trainer steps them after the auto-encoder."""
+        if self.critic is None:
+            return ()
+        return (Side(CRITIC, self.critic, getattr(self.cfg, CRITIC.lr_key)),)
 
-    def adversary_loss(self, zq: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
-        """Loss of the objective's own adversary on detached codes; None when it has none."""
-        return None
+    def side_noise(self, net: SideNet, out: Loss, generator: torch.Generator) -> Noise:
+        """The random draws of side network `net`'s step (after the auto-encoder's draws)."""
+        return {}
+
+    def side_loss(self, net: SideNet, out: Loss, noise: Noise) -> torch.Tensor:
+        """Side network `net`'s loss on the step's detached Loss `out`; no randomness inside."""
+        if net is CRITIC:  # ACAI (PROTOCOL §9), see `critic_loss`
+            return critic_loss(self.critic, out.acai, self.cfg.acai_gamma)
+        raise KeyError(f"{type(self).__name__} has no side network {net.name!r}")
 
 
 class BetaVAE(Objective):
@@ -217,16 +243,23 @@ class WAEGAN(Objective):
         self.adversary = nn.Sequential(*layers, nn.Linear(512, 1))
 
     def regulariser(self, mu, s, z, noise):
-        # Frozen for this pass: the encoder term must not put gradients on D's weights.
-        self.adversary.requires_grad_(False)
-        logits = self.adversary(z)
-        self.adversary.requires_grad_(True)
+        logits = frozen(self.adversary, z)  # the encoder's term puts no gradient on D
         adv = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
         return self.cfg.lam * adv, {"adv": adv}
 
-    def adversary_loss(self, zq, generator):
-        zp = self.prior.sample(zq.shape[0], self.latent_dim, generator)
-        lp, lq = self.adversary(zp), self.adversary(zq)
+    def side(self):
+        adversary = Side(ADVERSARY, self.adversary, getattr(self.cfg, ADVERSARY.lr_key))
+        return (adversary, *super().side())
+
+    def side_noise(self, net, out, generator):
+        if net is not ADVERSARY:
+            return super().side_noise(net, out, generator)
+        return {"prior": self.prior.sample(out.z.shape[0], self.latent_dim, generator)}
+
+    def side_loss(self, net, out, noise):
+        if net is not ADVERSARY:
+            return super().side_loss(net, out, noise)
+        lp, lq = self.adversary(noise["prior"]), self.adversary(out.z)
         real = F.binary_cross_entropy_with_logits(lp, torch.ones_like(lp))
         fake = F.binary_cross_entropy_with_logits(lq, torch.zeros_like(lq))
         return self.cfg.lam * (real + fake)

@@ -1,0 +1,77 @@
+"""What a run writes and reads back: its checkpoint (atomic save, weights-only load,
+CheckpointError), the names of a finished run's files, and `load_run` (a trained model and
+its Config from a run folder or an MLflow run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from raywae.config import Config, from_dict
+from raywae.models import AutoEncoder, build_model
+
+STATE_FILE = "state.pt"  # checkpoint: weights, optimizers, step, RNG states
+CONFIG_FILE, METRICS_FILE, MODEL_FILE = "config.json", "metrics.json", "model.pt"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read back; the message names the file."""
+
+
+class Stateful(Protocol):
+    def load_state_dict(self, sd: dict[str, Any]) -> None: ...
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """torch.save through a temporary file: a kill mid-write leaves the old file intact."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(target: Stateful, path: Path, name: str | None = None) -> None:
+    """target.load_state_dict of the checkpoint at `path` (weights only: no pickled objects).
+    An unreadable one is a CheckpointError naming it (`name`, else `path`)."""
+    try:
+        target.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except (OSError, RuntimeError, EOFError, KeyError, pickle.UnpicklingError) as err:
+        raise CheckpointError(f"{name or path}: unreadable checkpoint: {err}") from None
+
+
+def load_run(ref: str | Path, tracking_uri: str | None = None) -> tuple[AutoEncoder, Config]:
+    """A trained model (CPU, eval mode) and its Config from a finished run: a folder with
+    config.json and model.pt (an `--out` folder, a trial's artifacts), or an MLflow run id or
+    `runs:/<id>` URI (its artifacts are downloaded; MLflow is imported only then)."""
+    folder = Path(ref)
+    if (folder / CONFIG_FILE).is_file():
+        return _load_folder(folder)
+    import mlflow
+
+    uri = str(ref) if str(ref).startswith("runs:/") else f"runs:/{ref}"
+    with tempfile.TemporaryDirectory(prefix="raywae-run-") as tmp:
+        for name in (CONFIG_FILE, MODEL_FILE):
+            try:
+                mlflow.artifacts.download_artifacts(
+                    f"{uri}/{name}", dst_path=tmp, tracking_uri=tracking_uri
+                )
+            except Exception as err:  # MLflow raises several types for a missing artifact
+                raise FileNotFoundError(
+                    f"{uri}: no {name} artifact (was the run logged with tracking.log_model: "
+                    f"false, or not finished?): {err}"
+                ) from None
+        return _load_folder(Path(tmp))
+
+
+def _load_folder(folder: Path) -> tuple[AutoEncoder, Config]:
+    if not (folder / MODEL_FILE).is_file():
+        raise FileNotFoundError(f"{folder}: no {MODEL_FILE} (run with weights saved?)")
+    cfg = from_dict(json.loads((folder / CONFIG_FILE).read_text()), str(folder / CONFIG_FILE))
+    model = build_model(cfg.model)
+    model.load_state_dict(torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=True))
+    return model.eval(), cfg

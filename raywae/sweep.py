@@ -296,7 +296,7 @@ def run(
 
     from raywae.data import data_dir
     from raywae.tracking import MLflowCallback, default_tracking_uri, prepare_store
-    from raywae.trainable import BARS_ENV, train_trial
+    from raywae.trainable import BARS_ENV, ResumeFromNewestCheckpoint, train_trial
 
     # Objectives are reported with a trial's final result only, not with every update.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
@@ -354,7 +354,10 @@ def run(
                 name=spec.name,
                 storage_path=spec.storage,
                 verbose=1,
-                callbacks=[MLflowCallback(spec, tracking_uri, tags)],
+                callbacks=[
+                    MLflowCallback(spec, tracking_uri, tags),
+                    ResumeFromNewestCheckpoint(),  # when a resumed trial's checkpoint is gone
+                ],
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,11 +13,13 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
 from analysis.smoke import BASE, OPTUNA_ARMS, OPTUNA_SEARCH
 from raywae.config import ConfigError
+from raywae.experiment import STATE_FILE
 from raywae.search_space import load
 from raywae.sweep import main
 
@@ -339,6 +342,60 @@ def test_killed_sweep_resumes_without_duplicates(tmp_path: Path, sig: signal.Sig
     # After SIGKILL, a trial that finished less than Tune's state-saving period (10 s)
     # before the kill reports its saved final figures once more (without training).
     assert finals == [1, 1, 1] if sig == signal.SIGINT else min(finals) >= 1, finals
+
+
+def test_resume_when_the_named_checkpoint_is_gone(tmp_path: Path) -> None:
+    """Issue 17: Tune's saved state names a trial's latest checkpoint, but the trial went on
+    reporting after that save and `CheckpointConfig(num_to_keep=2)` deleted it. Deleting the
+    checkpoint that the state names makes that deterministic. `--resume` must continue the
+    trial from the newest checkpoint that is left (not fail with Ray's "Could not recover from
+    checkpoint as it does not exist on storage anymore", not restart from step 0), and its
+    MLflow run must not get a step twice (that checkpoint may be older than the run's last)."""
+    from ray.tune import ExperimentAnalysis
+
+    base = {**TINY, "train": {**TINY["train"], "steps": 2000, "report_every": 100}}
+    path = write_space(tmp_path, "smoke_gone", arms={"beta_vae": {}}, base=base)
+    experiment = tmp_path / "runs" / "smoke_gone"
+    driver = start_driver(path)
+    # The trial writes its checkpoint folders itself (result.json comes with Tune's state).
+    wait_for(driver, lambda: max(checkpoint_numbers(experiment), default=-1) >= 2)
+    driver.send_signal(signal.SIGINT)
+    out, _ = driver.communicate(timeout=120)
+    assert driver.returncode == 130, out[-3000:]
+    [trial] = ExperimentAnalysis(str(experiment)).trials
+    named = Path(trial.checkpoint.path)  # what Tune would restore the trial from
+    shutil.rmtree(named)
+    left = sorted(named.parent.glob(f"checkpoint_*/{STATE_FILE}"))
+    assert left, "no checkpoint left to continue from"
+    step = torch.load(left[-1], weights_only=True)["step"]  # the newest one left
+    before = {line["pid"] for line in results_of(named.parent)}
+    resumed = subprocess.run(
+        [sys.executable, "-m", "raywae.sweep", str(path), "--resume"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"{named.name}, its checkpoint in Tune's state, is gone" in resumed.stdout
+    assert f"continuing from {left[-1].parent.name}" in resumed.stdout
+    after = [line for line in results_of(named.parent) if line["pid"] not in before]
+    assert step > 0 and after[0]["step"] == step + 100, (step, after[0]["step"])
+    assert after[-1]["done"] and after[-1]["step"] == 2000
+    client, runs = runs_of(tmp_path, "smoke_gone")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "train/loss")]
+    assert sorted(steps) == sorted(set(steps)) and max(steps) == 2000, steps
+
+
+def checkpoint_numbers(experiment: Path) -> list[int]:
+    """N of each checkpoint_N folder in the trial folders of `experiment`."""
+    return [int(p.name.removeprefix("checkpoint_")) for p in experiment.glob("*/checkpoint_*")]
+
+
+def results_of(trial: Path) -> list[dict]:
+    """The results in a trial folder's result.json."""
+    return [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
 
 
 def retrained_after_done(experiment: Path) -> list[str]:

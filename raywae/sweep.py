@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import sys
 import urllib.request
 from pathlib import Path
@@ -171,6 +172,79 @@ def check_cluster(spec: SweepSpec, nodes: list[dict[str, Any]]) -> None:
         )
 
 
+GCS_TRIES = "RAY_gcs_server_port_wait_time_s"  # ray.init's tries at a cluster's GCS, 1 s apart
+JOIN_TRIES = "3"  # (Ray's default: 20, read at each call): a refused token stays refused
+TOKEN_FIX = (
+    "export RAY_AUTH_MODE=token and the cluster's token: RAY_AUTH_TOKEN=... (`ray "
+    "get-auth-token` on the head prints it) or a copy of the head's ~/.ray/auth_token "
+    "(cluster/README.md, step 1)"
+)
+
+
+def connect(address: str | None, env: dict[str, str]) -> None:
+    """ray.init with `env` for every trial: start a local Ray, or join the cluster at `address`
+    (else RAY_ADDRESS; `auto`: the one `ray start` ran on this machine). A cluster it cannot
+    join is a SweepError naming the address, within seconds: nothing listening there (a TCP
+    probe first; Ray would try 20 times, ~40 s each), or a token it refuses (Ray: a
+    ConnectionError from an AuthenticationError after 20 tries; no token: that error)."""
+    import ray
+    from ray._common.network_utils import parse_address
+    from ray._private.services import canonicalize_bootstrap_address
+    from ray.exceptions import AuthenticationError
+
+    runtime_env = {"env_vars": env}
+    from_env = os.environ.get("RAY_ADDRESS")
+    by_env = bool(from_env) and address in (None, "auto")  # as ray.init decides
+    chosen = from_env if by_env else address
+    if not chosen:  # a local Ray (or, as Ray does, the one `ray start` last ran here)
+        ray.init(ignore_reinit_error=True, runtime_env=runtime_env)
+        return
+    where = f"RAY_ADDRESS={chosen}" if by_env else f"--address {chosen}"
+    target = None  # Ray Client (ray://): nothing to probe
+    if "://" not in chosen:
+        try:  # Ray's own resolution: RAY_ADDRESS, `auto`, the last `ray start`, localhost
+            target = canonicalize_bootstrap_address(address)
+        except (ConnectionError, ValueError) as err:  # `auto` with no cluster, a bad address
+            raise SweepError(f"{where}: {err}") from None
+    if target is not None:
+        where += f", that is {target}" if target != chosen else ""
+        host, port = parse_address(target)
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+        except (OSError, ValueError) as err:
+            raise SweepError(
+                f"cannot join the Ray cluster ({where}): nothing is listening there "
+                f"({getattr(err, 'strerror', None) or err}); start its head there (`ray start "
+                f"--head --port {port}`), or pass the address the head printed (its GCS port, "
+                "6379 by default, not the dashboard's 8265) as --address HOST:PORT or RAY_ADDRESS"
+            ) from None
+    scoped = target is not None and GCS_TRIES not in os.environ  # a user's setting stands
+    if scoped:
+        os.environ[GCS_TRIES] = JOIN_TRIES
+    try:
+        ray.init(address=address, ignore_reinit_error=True, runtime_env=runtime_env)
+    except (ConnectionError, AuthenticationError) as err:
+        missing = isinstance(err, AuthenticationError)  # token mode, but no token here
+        if not missing and "AuthenticationError" not in str(err.__cause__):
+            why = (str(err.__cause__ or "").strip().splitlines() or [""])[-1]  # Ray's reason
+            raise SweepError(f"cannot join the Ray cluster ({where}): {err}; {why}") from None
+        mode = os.environ.get("RAY_AUTH_MODE", "unset")
+        problem = (
+            f"RAY_AUTH_MODE is {mode} here, so none was sent (a driver joining by address "
+            "sends one only with RAY_AUTH_MODE=token)"
+            if mode.lower() != "token"
+            else ("none was found here" if missing else "it is not the cluster's")
+            + " (Ray reads RAY_AUTH_TOKEN, else the file RAY_AUTH_TOKEN_PATH, else "
+            "~/.ray/auth_token)"
+        )
+        raise SweepError(
+            f"the Ray cluster ({where}) refused this driver's auth token: {problem}; {TOKEN_FIX}"
+        ) from None
+    finally:
+        if scoped:
+            del os.environ[GCS_TRIES]
+
+
 def check_same_data(name: str, tracking_uri: str, tags: dict[str, str]) -> None:
     """A resumed sweep must train on the data its runs were tagged with: a different image
     fingerprint (the real file replaced, a renderer change) is a SweepError naming both."""
@@ -305,6 +379,16 @@ def run(
         # autoscaling cluster would see demand for one more trial at a time. A grid is fixed,
         # so let 16 wait for resources at once (Optuna keeps 1: it learns from each result).
         os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "16")
+    # Trials draw bars (through the driver) only on a terminal: in a log file each redraw
+    # would be one more line.
+    env = {BARS_ENV: "1" if sys.stdout.isatty() else "0"}
+    if DATA_ENV in os.environ:  # a data directory chosen for this sweep goes to every trial;
+        env[DATA_ENV] = str(data_dir())  # else each node keeps its own (its env, its cache)
+    # A cluster that refuses us is found out before any store is touched; a local Ray starts
+    # only once the stores are known to be good.
+    joining = bool(address or os.environ.get("RAY_ADDRESS"))
+    if joining:
+        connect(address, env)
     experiment = Path(spec.storage) / spec.name if "://" not in spec.storage else None
     if experiment is not None:
         check_writable(experiment.parent, "storage")
@@ -315,12 +399,8 @@ def run(
     prepare_store(tracking_uri)
     if resume:
         check_same_data(spec.name, tracking_uri, tags)
-    # Trials draw bars (through the driver) only on a terminal: in a log file each redraw
-    # would be one more line.
-    env = {BARS_ENV: "1" if sys.stdout.isatty() else "0"}
-    if DATA_ENV in os.environ:  # a data directory chosen for this sweep goes to every trial;
-        env[DATA_ENV] = str(data_dir())  # else each node keeps its own (its env, its cache)
-    ray.init(address=address, ignore_reinit_error=True, runtime_env={"env_vars": env})
+    if not joining:
+        connect(None, env)
     check_cluster(spec, ray.nodes())
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, spec=spec), {"cpu": spec.cpu, "gpu": spec.gpu}

@@ -154,6 +154,9 @@ class TrainConfig:
     report_every: int = 1000
     eval_batch_size: int = 1000
     device: str = "auto"
+    # The training losses in fp32, or under bf16 autocast (the GEMMs in bf16 where the device
+    # has bf16 arithmetic; weights, Adam state, evaluation and metrics stay fp32).
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     def __post_init__(self) -> None:
         check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")

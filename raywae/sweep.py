@@ -369,8 +369,9 @@ def run(
     from ray import tune
 
     from raywae.data import data_dir
+    from raywae.resume import ResumeFromNewestCheckpoint
     from raywae.tracking import MLflowCallback, default_tracking_uri, prepare_store
-    from raywae.trainable import BARS_ENV, ResumeFromNewestCheckpoint, train_trial
+    from raywae.trainable import BARS_ENV, train_trial
 
     # Objectives are reported with a trial's final result only, not with every update.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
@@ -516,9 +517,11 @@ def main(argv: list[str] | None = None) -> int:
     # Ray, MLflow and torch load only past this point, when a sweep really runs.
     # SIGTERM (a scheduler's kill) stops the sweep like Ctrl+C: Tune saves its state first.
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    from raywae.resume import ResumeError
+
     try:
         return run(spec, data, args.tracking_uri, args.address, args.resume)
-    except SweepError as err:
+    except (SweepError, ResumeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

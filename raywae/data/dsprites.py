@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import platformdirs
 from filelock import FileLock
 from tqdm import tqdm
 
@@ -72,9 +71,16 @@ DATA_ENV = "RAYWAE_DATA_DIR"
 
 
 def data_dir() -> Path:
-    """$RAYWAE_DATA_DIR, else the per-user cache directory (e.g. ~/.cache/raywae)."""
+    """$RAYWAE_DATA_DIR, else the per-user cache directory (platformdirs': e.g. ~/.cache/raywae;
+    without platformdirs, as on a bare GPU image: $XDG_CACHE_HOME/raywae or ~/.cache/raywae)."""
     env = os.environ.get(DATA_ENV)
-    return Path(env).expanduser().resolve() if env else Path(platformdirs.user_cache_dir("raywae"))
+    if env:
+        return Path(env).expanduser().resolve()
+    try:
+        import platformdirs
+    except ImportError:
+        return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "raywae"
+    return Path(platformdirs.user_cache_dir("raywae"))
 
 
 def file_digest(path: Path, algorithm: str) -> str:

@@ -9,6 +9,7 @@ they mean in the papers. `OBJECTIVES` maps config names to classes.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import torch
@@ -35,6 +36,13 @@ def logscale_penalty(s: torch.Tensor, p: float) -> torch.Tensor:
     return (a if p == 1 else a.pow(p)).sum(1).mean()
 
 
+@functools.cache
+def _imq_scales(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """IMQ_SCALES as a (k, 1, 1) tensor, made once per device: building it every step is a
+    blocking host-to-device copy on CUDA."""
+    return torch.tensor(IMQ_SCALES, device=device, dtype=dtype)[:, None, None]
+
+
 def mmd2_imq(zq: torch.Tensor, zp: torch.Tensor) -> torch.Tensor:
     """Unbiased MMD²_k(Q, P) with k(x, y) = Σ_C C / (C + ‖x − y‖²), C ∈ IMQ_SCALES × d.
 
@@ -44,7 +52,7 @@ def mmd2_imq(zq: torch.Tensor, zp: torch.Tensor) -> torch.Tensor:
     z = torch.cat([zq, zp])
     sq = z.pow(2).sum(1)
     dist = (sq[:, None] + sq[None, :] - 2.0 * z @ z.T).clamp_min(0.0)  # (2n, 2n)
-    c = torch.tensor(IMQ_SCALES, device=z.device, dtype=z.dtype).mul_(d)[:, None, None]
+    c = _imq_scales(z.device, z.dtype) * d
     k = (c / (c + dist)).sum(0)
     kqq, kpp, kqp = k[:n, :n], k[n:, n:], k[:n, n:]
     same = kqq.sum() - kqq.diagonal().sum() + kpp.sum() - kpp.diagonal().sum()

@@ -20,6 +20,12 @@ STATE_FILE = "state.pt"  # checkpoint: weights, optimizers, step, RNG states
 CONFIG_FILE, METRICS_FILE, MODEL_FILE = "config.json", "metrics.json", "model.pt"
 
 
+def artifact_folder(model: int, size: int) -> str:
+    """Where a trial of `size` models keeps model `model`'s files in its final checkpoint:
+    `artifacts/`, or `artifacts/<model>/` in a pack."""
+    return "artifacts" if size == 1 else f"artifacts/{model}"
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read back; the message names the file."""
 

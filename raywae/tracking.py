@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 import raywae
-from raywae.checkpoint import CONFIG_FILE
+from raywae.checkpoint import CONFIG_FILE, artifact_folder
 from raywae.config import flatten, to_dict
 from raywae.logkeys import DONE, FAILED, split_report
 from raywae.search_space import SweepSpec
@@ -272,7 +272,8 @@ class MLflowCallback(tune.Callback):
                 continue
             if trial.checkpoint is not None:
                 with trial.checkpoint.as_directory() as path:
-                    artifacts = Path(path) / "artifacts" / str(member_of(key))
+                    size = len(self.spec.members(trial.config))
+                    artifacts = Path(path) / artifact_folder(member_of(key), size)
                     if artifacts.is_dir():
                         self.client.log_artifacts(run_id, str(artifacts))
             self.client.set_terminated(run_id, "FINISHED")

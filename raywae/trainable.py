@@ -3,8 +3,8 @@
 A trial trains the R >= 1 models of its trial dict (SweepSpec.members: one, or the seeds of
 one setting as a pack), resuming from Tune's checkpoint when Ray restarts it, reports every
 `train.report_every` steps with a checkpoint, and at the end reports the final figures with
-a checkpoint whose `artifacts/<model>/` folders MLflow logs. Every report has the shape of
-raywae.logkeys.trial_report.
+a checkpoint whose artifact folders (`checkpoint.artifact_folder`) MLflow logs. Every report
+has the shape of raywae.logkeys.trial_report.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from ray import tune
 from ray.experimental.tqdm_ray import tqdm as ray_tqdm
 
-from raywae.checkpoint import STATE_FILE
+from raywae.checkpoint import STATE_FILE, artifact_folder
 from raywae.data import open_dataset
 from raywae.experiment import Experiment
 from raywae.logkeys import trial_report
@@ -66,7 +66,8 @@ def train_trial(config: dict[str, Any], spec: SweepSpec) -> None:
             if exp.trainer.active:
                 exp.save(Path(folder) / STATE_FILE)
             for i, figures in (artifacts or {}).items():
-                exp.write_outputs(i, Path(folder) / "artifacts" / str(i), figures, spec.log_model)
+                where = Path(folder) / artifact_folder(i, len(models))
+                exp.write_outputs(i, where, figures, spec.log_model)
             if done:
                 (Path(folder) / FINAL_FILE).write_text(json.dumps(out))
             tune.report(out, checkpoint=tune.Checkpoint.from_directory(folder))

@@ -14,7 +14,6 @@ from importlib.resources import files
 
 import numpy as np
 
-SHAPE_NAMES = ("square", "ellipse", "heart")
 DSPRITES_NAMES = ("color", "shape", "scale", "orientation", "posX", "posY")
 
 

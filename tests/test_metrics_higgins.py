@@ -182,3 +182,19 @@ def test_batched_higgins_equals_one_table_at_a_time(grid, values, preset):
         fit_softmax_adagrad_many(
             [Problem(noisy[:10], np.zeros(10), 4, 0), Problem(noisy[:20], np.zeros(20), 4, 0)]
         )
+
+
+def test_fits_in_worker_threads_equal_one_worker(grid, values):
+    """workers=2 fits the 5- and 4-factor problems side by side (neither padded): each
+    problem's weights are those of the one batched fit, up to float rounding."""
+    rng = np.random.default_rng(0)
+    noisy = values + rng.normal(0, 0.5, values.shape).astype(np.float32)
+    problems = []
+    for k, seed in ((4, 1), (5, 2), (5, 3)):
+        x, y = higgins_points(noisy, grid, factor_ids(grid, k), 1000, 30, rng)
+        problems.append(Problem(x, y, k, seed))
+    one = fit_softmax_adagrad_many(problems, 2, steps=300, workers=1)
+    two = fit_softmax_adagrad_many(problems, 2, steps=300, workers=2)
+    for a, b, pr in zip(one, two, problems, strict=True):
+        assert a.shape == b.shape == (2, pr.n_classes, values.shape[1] + 1)
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,18 +116,70 @@ def fit_softmax_adagrad_many(
     lr: float = 1e-2,
     initial_accumulator: float = 0.1,
     device: str | torch.device = "cpu",
+    workers: int | None = None,
 ) -> list[np.ndarray]:
     """`fit_softmax_adagrad` for several problems of one shape (n, d) at once on `device`:
     one batched GEMM pair per step for all of them (a pack's models × both factor sets),
     instead of one small fit each. Fewer classes than the most are padded with classes of
     logit −inf (probability 0, gradient 0): each problem's arithmetic is its own fit's.
+    workers: on CPU, the problems are split into that many groups (by class count, so a
+    group needs no padding) fitted side by side in threads of one core each; default
+    torch.get_num_threads(), capped at the number of problems. Threads, not OpenMP: on shared
+    cores OpenMP's spin-waiting made a 2-thread fit up to 5x slower than 1; a thread that
+    loses its core only delays its own group.
     Returns each problem's weights (restarts, its n_classes, d + 1) float32."""
     n, d = problems[0].x.shape
     if any(pr.x.shape != (n, d) for pr in problems):
         raise ValueError("problems fitted together need features of one shape")
+    device = torch.device(device)
+    if workers is None:
+        workers = torch.get_num_threads() if device.type == "cpu" else 1
+    groups = _split(problems, workers)
+
+    def fit(group: list[int]) -> list[np.ndarray]:
+        chosen = [problems[i] for i in group]
+        return _fit_group(chosen, restarts, steps, lr, initial_accumulator, device)
+
+    with _threads(1):
+        if len(groups) == 1:
+            fitted = [fit(groups[0])]
+        else:
+            with ThreadPoolExecutor(len(groups)) as pool:  # fresh threads: they read _threads
+                fitted = list(pool.map(fit, groups))
+    out: list[Any] = [None] * len(problems)
+    for group, weights in zip(groups, fitted):
+        for i, w in zip(group, weights):
+            out[i] = w
+    return out
+
+
+def _split(problems: Sequence[Problem], workers: int) -> list[list[int]]:
+    """Problem indices in at most `workers` groups of about equal work (classes; one model's
+    4- and 5-factor problems go to two groups, neither padded)."""
+    k = max(1, min(workers, len(problems)))
+    order = sorted(range(len(problems)), key=lambda i: -problems[i].n_classes)
+    groups: list[list[int]] = [[] for _ in range(k)]
+    load = [0] * k
+    for i in order:  # largest first, each to the group that would finish first
+        j = min(range(k), key=lambda g: (load[g], g))
+        groups[j].append(i)
+        load[j] += problems[i].n_classes
+    return [sorted(g) for g in groups if g]
+
+
+@torch.no_grad()  # grad mode is per thread: a worker thread sets its own
+def _fit_group(
+    problems: Sequence[Problem],
+    restarts: int,
+    steps: int,
+    lr: float,
+    initial_accumulator: float,
+    device: torch.device,
+) -> list[np.ndarray]:
+    """The batched fit of fit_softmax_adagrad_many for one group of problems."""
+    n, d = problems[0].x.shape
     k, r, c = len(problems), restarts, max(pr.n_classes for pr in problems)
     w = torch.zeros(k, r, c, d + 1)
-    mask = torch.zeros(k, 1, c, 1)
     onehot = torch.zeros(k, c, n)
     for i, pr in enumerate(problems):
         # The init a fit of this problem alone draws: (restarts · its classes, d) Glorot.
@@ -134,23 +187,24 @@ def fit_softmax_adagrad_many(
         limit = float(np.sqrt(6.0 / (d + pr.n_classes)))
         init = (torch.rand(r * pr.n_classes, d, generator=gen) * 2 - 1) * limit
         w[i, :, : pr.n_classes, :d] = init.view(r, pr.n_classes, d)
-        mask[i, :, pr.n_classes :] = -torch.inf
+        # A padded class: zero weights and bias −inf, so its logit w·x + (−inf)·1 is −inf
+        # (the bias feature is 1) and stays so (its gradient is 0): no mask pass per step.
+        w[i, :, pr.n_classes :, d] = -torch.inf
         onehot[i, torch.from_numpy(np.asarray(pr.y, np.int64)), torch.arange(n)] = 1.0
     # Row layout (restarts·classes, points): logits are one skinny GEMM and the softmax runs
     # over a strided middle axis, ~10x faster on CPU than softmax over a length-5 last axis.
     xs = torch.from_numpy(np.stack([np.asarray(pr.x, np.float32) for pr in problems]))
     xa = torch.cat([xs, torch.ones(k, n, 1)], 2).to(device)
     xt = xa.transpose(1, 2).contiguous()
-    w, mask = w.view(k, r * c, d + 1).to(device), mask.to(device)
+    w = w.view(k, r * c, d + 1).to(device)
     onehot = onehot.repeat(1, r, 1).to(device)
     acc = torch.full_like(w, initial_accumulator)
-    with torch.no_grad(), _threads(1):
-        for _ in range(steps):
-            logits = torch.bmm(w, xt).view(k, r, c, n).add_(mask)
-            p = logits.softmax(2).view(k, r * c, n)
-            g = torch.bmm(p.sub_(onehot), xa).div_(n)  # ∂/∂θ of the mean cross-entropy
-            acc.addcmul_(g, g)
-            w.addcdiv_(g, acc.sqrt().add_(1e-10), value=-lr)
+    logits, g, root = torch.empty(k, r * c, n, device=device), torch.empty_like(w), acc.clone()
+    for _ in range(steps):  # buffers reused: no allocation but the softmax's
+        p = torch.bmm(w, xt, out=logits).view(k, r, c, n).softmax(2).view(k, r * c, n)
+        torch.bmm(p.sub_(onehot), xa, out=g).div_(n)  # ∂/∂θ of the mean cross-entropy
+        acc.addcmul_(g, g)
+        w.addcdiv_(g, torch.sqrt(acc, out=root).add_(1e-10), value=-lr)
     out = w.view(k, r, c, d + 1).cpu().numpy()
     return [out[i, :, : pr.n_classes] for i, pr in enumerate(problems)]
 

@@ -132,6 +132,11 @@ class _Encoders(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.encode(x)[0]
 
+    @property
+    def sparse_input(self) -> bool:
+        """One model's own modules take a sparse batch where its encoder does (not vmap)."""
+        return self.params is None and self.model.sparse_input
+
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
         if self.params is None:
             return self(x), None

@@ -5,6 +5,7 @@ Every metric reads rows of this table by flat grid index; none touches a model o
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,30 @@ def _flat_images(ds: Any, index: np.ndarray) -> np.ndarray:
     if hasattr(ds, "packed"):
         return np.unpackbits(ds.packed(index), axis=1)
     return np.asarray(ds.images(index), dtype=np.uint8).reshape(len(index), -1)
+
+
+# Row b: the 8 pixels of byte value b, most significant bit first (np.packbits' order).
+_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(bool)
+
+
+def sparse_images(packed: np.ndarray) -> torch.Tensor:
+    """packed: (n, P / 8) uint8 (np.packbits rows) -> (n, P) float32 sparse CSR tensor of the
+    lit pixels (value 1). dSprites lights ~4 % of the pixels: a Linear over this batch sums
+    the weight columns of those pixels, ~20x fewer multiply-adds than the dense batch."""
+    n, width = packed.shape
+    nonzero = np.flatnonzero(packed)  # the lit bytes, in row-major order
+    lit = _BITS[packed.reshape(-1)[nonzero]]  # (bytes, 8) which of their bits are set
+    flat = ((nonzero * 8)[:, None] + np.arange(8))[lit]  # flat pixel indices, increasing
+    pixels = width * 8
+    crow = np.searchsorted(flat, np.arange(0, n * pixels + 1, pixels))
+    with warnings.catch_warnings():  # torch calls sparse CSR "beta"; matmul is all we use
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(crow),
+            torch.from_numpy(flat % pixels),
+            torch.ones(len(flat)),
+            (n, pixels),
+        )
 
 
 def rows_in(grid: FactorGrid, parent: FactorGrid) -> np.ndarray:
@@ -38,10 +63,11 @@ def rows_in(grid: FactorGrid, parent: FactorGrid) -> np.ndarray:
 def encode_grid(
     model: nn.Module,
     ds: Any,
-    batch_size: int = 2048,
+    batch_size: int = 8192,
     device: str | torch.device | None = None,
     progress: bool | Bar = True,
     grid: FactorGrid | None = None,
+    sparse: bool | None = None,
 ) -> np.ndarray:
     """Encoder means of every image of `ds.grid` (or of `grid`), in flat-index order.
 
@@ -52,23 +78,37 @@ def encode_grid(
     progress: show a bar (True / False) or a tqdm-like factory (see raywae.progress).
     grid: a subgrid of ds.grid (e.g. `ds.grid.subgrid(orientation=2)`) for a cheaper table;
         the metrics then take that grid with the codes.
+    sparse: feed x as a sparse CSR tensor (`sparse_images`; the same codes up to float
+        rounding, ~2.5x faster on CPU for the FC encoder); default: on CPU when the model
+        says its encoder takes one (`model.sparse_input`) and ds has packed rows.
+    batch_size: images per forward pass (8192: 134 MB of float32 pixels when dense).
     Returns codes: (len(grid), d) float32 ((R, len(grid), d)); row i is mu(x_i) for flat
-    index i of the grid. The model runs in eval mode under no_grad; its previous train/eval
-    mode is restored. device: default the model's.
+    index i of the grid. The model runs in eval mode under inference_mode; its previous
+    train/eval mode is restored. device: default the model's.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    if sparse is None:
+        sparse = device.type == "cpu" and getattr(model, "sparse_input", False)
+    sparse = sparse and hasattr(ds, "packed")
     rows = None if grid is None else rows_in(grid, ds.grid)
     n = len(ds.grid) if rows is None else len(rows)
     was_training = model.training
     model.eval()
     out: np.ndarray | None = None
+    buffer: torch.Tensor | None = None  # one float batch, reused: no page faults per batch
     try:
-        with torch.no_grad():
+        with torch.inference_mode():
             starts = range(0, n, batch_size)
             for start in bar_for(progress, starts)(starts, desc="encode grid", unit="batch"):
                 index = np.arange(start, min(start + batch_size, n))
-                pixels = _flat_images(ds, index if rows is None else rows[index])
-                x = torch.from_numpy(pixels).to(device).float()
+                flat = index if rows is None else rows[index]
+                if sparse:
+                    x = sparse_images(ds.packed(flat)).to(device)
+                else:  # uint8 to the device, float there
+                    pixels = torch.from_numpy(_flat_images(ds, flat)).to(device)
+                    if buffer is None:
+                        buffer = torch.empty(len(index), pixels.shape[1], device=device)
+                    x = buffer[: len(index)].copy_(pixels)
                 mu = model.encode(x)[0]
                 if out is None:  # d is known only after the first batch
                     out = np.empty((*mu.shape[:-2], n, mu.shape[-1]), dtype=np.float32)

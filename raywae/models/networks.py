@@ -17,7 +17,11 @@ PIXELS = 64 * 64
 
 
 class FCEncoder(nn.Module):
-    """4096 → h ReLU → h ReLU → (mean: d, tanh; log-scale: d, linear); h = 1200 in the paper."""
+    """4096 → h ReLU → h ReLU → (mean: d, tanh; log-scale: d, linear); h = 1200 in the paper.
+    x may be a sparse CSR batch (its first Linear is torch's sparse @ dense): encode_grid
+    feeds binary images that way."""
+
+    sparse_input = True
 
     def __init__(self, latent_dim: int, hidden: int = 1200, mean_head: str = "tanh") -> None:
         super().__init__()
@@ -171,6 +175,11 @@ class AutoEncoder(nn.Module):
         super().__init__()
         self.encoder, self.decoder = encoder, decoder
         self.posterior, self.prior, self.latent_dim = posterior, prior, d
+
+    @property
+    def sparse_input(self) -> bool:
+        """Whether encode takes x as a sparse CSR tensor (the encoder says so)."""
+        return getattr(self.encoder, "sparse_input", False)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (n, 4096) float32 in [0, 1] -> (μ, s), each (n, d); s is the posterior's

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_throughput import SUBGRID, minimal_loop  # noqa: E402
+from train_throughput import SUBGRID, fc_layers, minimal_loop  # noqa: E402
 
 from raywae.config import from_dict, override  # noqa: E402
 from raywae.data import FactorGrid, load_dsprites  # noqa: E402
@@ -40,9 +40,7 @@ Run = Callable[[int], None]
 def fc_flops_per_image(hidden: int, d: int = 16) -> float:
     """Forward + backward FLOPs of the Higgins FC auto-encoder per image (3x the forward's
     2·MACs; activations, loss and Adam are not counted)."""
-    macs = 4096 * hidden + hidden * hidden + 2 * hidden * d  # encoder
-    macs += d * hidden + 2 * hidden * hidden + hidden * 4096  # decoder
-    return 3 * 2 * macs
+    return 3 * 2 * sum(i * o for i, o in fc_layers(hidden, d))
 
 
 def sync(device: torch.device) -> None:

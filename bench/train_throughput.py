@@ -17,17 +17,26 @@ from torch import nn
 
 from raywae.config import from_dict
 from raywae.data import FactorGrid, load_dsprites
-from raywae.train import Trainer, resolve_device
+from raywae.train import Trainer, adam_options, resolve_device
 
 # 3 shapes x 6 scales x 10 orientations x 4 x 4 positions: small enough to hold as float32
 # for the hand-written loop, and the batch cost does not depend on the table size.
 SUBGRID = {"orientation": 4, "posX": 8, "posY": 8}
 
 
+def fc_layers(hidden: int, d: int = 16) -> list[tuple[int, int]]:
+    """(in, out) of every Linear of the Higgins FC auto-encoder (PROTOCOL §3), in order:
+    encoder body, mean head, log-scale head, decoder. The first one's input is the image."""
+    return [(4096, hidden), (hidden, hidden), (hidden, d), (hidden, d)] + [
+        (d, hidden), (hidden, hidden), (hidden, hidden), (hidden, 4096)
+    ]  # fmt: skip
+
+
 def minimal_loop(
-    images: torch.Tensor, batch: int, hidden: int, d: int, seed: int
+    images: torch.Tensor, batch: int, hidden: int, d: int, seed: int, fused: bool = False
 ) -> Callable[[int], None]:
-    """The loop one would write by hand: float images on the device, Higgins FC net, β = 1."""
+    """The loop one would write by hand: float images on the device, Higgins FC net, β = 1.
+    fused: raywae's Adam (one fused kernel over all tensors) instead of PyTorch's default."""
     torch.manual_seed(seed)
     body = nn.Sequential(nn.Linear(4096, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
     mean, logvar = nn.Linear(hidden, d), nn.Linear(hidden, d)
@@ -36,7 +45,8 @@ def minimal_loop(
         nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 4096),
     )  # fmt: skip
     modules = nn.ModuleList([body, mean, logvar, dec]).to(images.device)
-    opt = torch.optim.Adam(modules.parameters(), lr=1e-3)
+    adam = adam_options(images.device) if fused else {}
+    opt = torch.optim.Adam(modules.parameters(), lr=1e-3, **adam)
 
     def run(steps: int) -> None:
         for _ in range(steps):

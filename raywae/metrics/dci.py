@@ -67,13 +67,15 @@ def importance_gbt(
             model.fit(mus, ys[:, j])
             r[:, j] = np.abs(model.feature_importances_)
         else:
-            # One OpenMP thread: on shared cores (several trials per node) the histogram
-            # GBT's spin-waiting threads took >15x longer (bench/dci_agreement.py's note).
+            # One OpenMP thread, for fit and predict: on shared cores (several trials per
+            # node) the histogram GBT's spin-waiting threads took >15x longer
+            # (bench/dci_agreement.py's note).
             with threadpool_limits(1):
                 model = hist_gbt(seed).fit(mus, ys[:, j])
             r[:, j] = hist_gbt_importance(model, d)
-        train.append(np.mean(model.predict(mus) == ys[:, j]))
-        test.append(np.mean(model.predict(mus_test) == ys_test[:, j]))
+        with threadpool_limits(1):
+            train.append(np.mean(model.predict(mus) == ys[:, j]))
+            test.append(np.mean(model.predict(mus_test) == ys_test[:, j]))
     return r, float(np.mean(train)), float(np.mean(test))
 
 

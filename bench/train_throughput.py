@@ -17,7 +17,8 @@ from torch import nn
 
 from raywae.config import from_dict
 from raywae.data import FactorGrid, load_dsprites
-from raywae.train import Trainer, adam_options, resolve_device
+from raywae.steps import adam_options
+from raywae.train import Trainer, resolve_device
 
 # 3 shapes x 6 scales x 10 orientations x 4 x 4 positions: small enough to hold as float32
 # for the hand-written loop, and the batch cost does not depend on the table size.

@@ -10,7 +10,8 @@ decoder, 14.2 M weights), batch 100, beta-VAE, forward + backward + Adam. Its li
     those very matmuls in that dtype (the rate used; a 2048^3 matmul is shown for reference),
   + Adam's bytes at the measured bandwidth: weights, gradients, exp_avg, exp_avg_sq, each read
     and written (32 bytes per weight; the weights' reads by the GEMMs are in the GEMM time);
-    bandwidth: a copy over Adam's working set (4 x the weights in float32).
+    bandwidth: the faster of a copy and an in-place add (a += b) over Adam's working set (4 x
+    the weights in float32).
 Not in the limit, so what a step may spend above it: activations, loss, bias gradients, the
 batch, autocast's weight casts, Python. Every item is timed in each of several rounds that
 alternate the items; each figure is the best round (for the GEMMs the fastest of their
@@ -80,6 +81,14 @@ def step_gemms(batch: int, hidden: int, d: int, dtype: torch.dtype) -> tuple[Cal
     return run, flops
 
 
+def inplace_add_bandwidth(weights: int, reps: int = 5) -> float:
+    """Bytes/s of a += b over Adam's working set (a, b: two of its four float32 tensors each):
+    read a and b, write a in place, as Adam updates its tensors (a copy also reads what it
+    overwrites, unless the CPU streams the stores past the cache, so it counts low)."""
+    a, b = torch.rand(2 * weights), torch.rand(2 * weights)
+    return 3 * a.nbytes / fastest(lambda: a.add_(b), reps)
+
+
 def trainer(ds, precision: str) -> Trainer:
     cfg = {
         "objective": {"name": "beta_vae", "beta": 1.0},
@@ -108,7 +117,9 @@ def measure(threads: int, args, ds, images: torch.Tensor, weights: int) -> dict[
         row = {f"GEMM {p} step": flops / fastest(g, 3) for p, (g, flops) in gemms.items()}
         for p, dt in PRECISIONS.items():
             row[f"GEMM {p} 2048^3"] = matmul_peak(CPU, 2048, 3, dt)
-        row["bandwidth"] = copy_bandwidth(CPU, mib, reps=5)
+        row["bandwidth copy"] = copy_bandwidth(CPU, mib, reps=5)
+        row["bandwidth add"] = inplace_add_bandwidth(weights)
+        row["bandwidth"] = max(row["bandwidth copy"], row["bandwidth add"])
         for name, run in loops.items():
             start = time.perf_counter()
             run(args.steps)
@@ -190,7 +201,7 @@ def main() -> None:
     )
     rows = [(f"GEMM {p} {s} GFLOP/s", f"GEMM {p} {s}", 1e-9) for p in PRECISIONS
             for s in ("step", "2048^3")]  # fmt: skip
-    rows += [("bandwidth (copy) GB/s", "bandwidth", 1e-9)]
+    rows += [(f"bandwidth ({k}) GB/s", f"bandwidth {k}", 1e-9) for k in ("copy", "add")]
     rows += [(f"limit {p} steps/s", f"limit {p}", 1) for p in PRECISIONS]
     for label, key, scale in rows:
         print(f"{label:32s}" + "".join(f"{best[t][key] * scale:16.2f}" for t in args.threads))

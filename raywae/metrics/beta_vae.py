@@ -122,8 +122,9 @@ def fit_softmax_adagrad_many(
     one batched GEMM pair per step for all of them (a pack's models × both factor sets),
     instead of one small fit each. Fewer classes than the most are padded with classes of
     logit −inf (probability 0, gradient 0): each problem's arithmetic is its own fit's.
-    workers: on CPU, the problems are split into that many groups (by class count, so a
-    group needs no padding) fitted side by side in threads of one core each; default
+    workers: on CPU, the problems are split into that many groups of about equal work (one
+    model's 5- and 4-factor fits: two groups, neither padded) fitted side by side in threads
+    of one core each (each group's arithmetic is the one batched fit's); default
     torch.get_num_threads(), capped at the number of problems. Threads, not OpenMP: on shared
     cores OpenMP's spin-waiting made a 2-thread fit up to 5x slower than 1; a thread that
     loses its core only delays its own group.

@@ -66,15 +66,23 @@ def _check_steps(steps: Mapping[str, int], key: str) -> None:
 class DataConfig:
     """What to train on. dataset: dSprites (PROTOCOL §2), or the interpolation track's
     `lines` (procedural) and `mnist` (IDX files under `path`, default <data dir>/mnist)
-    (PROTOCOL §9). dSprites: source, path, subgrid (factor -> keep every k-th value)."""
+    (PROTOCOL §9). dSprites: source, path, subgrid (factor -> keep every k-th value).
+    lines_train (lines): "fresh", every training batch drawn anew from the renderer (the
+    paper), or "fixed", batches drawn from a fixed set of 32,768 lines."""
 
     dataset: Literal["dsprites", "lines", "mnist"] = "dsprites"
     source: Literal["auto", "real", "procedural"] = "auto"
     path: str | None = None
     subgrid: dict[str, int] = field(default_factory=dict)
+    lines_train: Literal["fresh", "fixed"] = "fresh"
 
     def __post_init__(self) -> None:
         _check_steps(self.subgrid, "subgrid")
+        check(
+            self.dataset == "lines" or self.lines_train == "fresh",
+            "lines_train",
+            f"only for dataset lines (this is {self.dataset})",
+        )
 
 
 @dataclass(frozen=True)

@@ -48,16 +48,15 @@ from raywae.config import (
 from raywae.config import load as load_config
 from raywae.data import DataError, Dataset, FactorGrid, open_dataset
 from raywae.images import interpolate, write_pictures
-from raywae.logkeys import FAILED
+from raywae.logkeys import FAILED, INTERPOLATION
 from raywae.metrics import report_many
-from raywae.metrics.interpolation import interpolation_metrics
+from raywae.metrics.interpolation import LINES_FRAMES, LINES_INTERPOLATIONS, interpolation_metrics
 from raywae.progress import Bar
 from raywae.train import Logs, NonFiniteLossError, Trainer
 
 PROGRESS_EVAL_IMAGES = 5000  # test/recon_5k during training: the first 5,000 test images
 SHOWN_IMAGES = 8  # the test images of reconstructions.png and of Figure 2
-INTERPOLATIONS = 16  # lines metrics: 16 interpolations × 16 frames between test images
-STRIPS = 4  # interpolation.png: the first 4 of those pairs
+STRIPS = 4  # interpolation.png: the first 4 interpolation pairs
 EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
 
 
@@ -92,7 +91,8 @@ class Experiment:
     def train(self, report: Callable[[Logs], None]) -> Logs:
         """Train to cfg.train.steps. Every train.report_every steps but the last, report(logs)
         gets each active model's window logs (train/ and time/ logs, `step`) with
-        test/recon_5k and test/recon_mean_5k (its first 5,000 test images). Returns each
+        test/recon_5k and test/recon_mean_5k (its first 5,000 test images) and, on lines,
+        the interpolation metrics (progress_figures). Returns each
         active model's last window logs (the final report is the caller's, with `final()`).
         Raises NonFiniteLossError when every model has failed."""
 
@@ -104,9 +104,18 @@ class Experiment:
         return logs or {i: {"step": self.trainer.step} for i in self.trainer.active}
 
     def progress_figures(self, i: int = 0) -> dict[str, float]:
-        """Model i's test/recon on the first PROGRESS_EVAL_IMAGES test images (own keys)."""
+        """Model i's test/recon on the first PROGRESS_EVAL_IMAGES test images (own keys) and,
+        on lines, the interpolation metrics (their curve, as the paper logs them)."""
         figures = self.trainer.evaluate(PROGRESS_EVAL_IMAGES, progress=False, member=i)
-        return {f"{k}_5k": v for k, v in figures.items()}
+        out = {f"{k}_5k": v for k, v in figures.items()}
+        return out | self.lines_metrics(i) if self.ds.name == "lines" else out
+
+    def lines_metrics(self, i: int) -> dict[str, float]:
+        """PROTOCOL §9 for model i: the paper's 256 interpolations × 16 frames between test
+        lines k and 256 + k, z = μ, scored on [−1, 1] frames as the benchmark's."""
+        pairs = self.ds.interpolation_pairs(LINES_INTERPOLATIONS)
+        frames = 2.0 * interpolate(self.trainer.member_model(i), *pairs, LINES_FRAMES) - 1.0
+        return {f"metric/{k}": v for k, v in interpolation_metrics(frames).items()}
 
     def failures(self) -> dict[int, dict[str, Any]]:
         """Each diverged model's final logs: its step and the FAILED reason."""
@@ -131,11 +140,9 @@ class Experiment:
             scores = report_many(list(codes), grid, seeds, m.extra, m.runs, m.preset, device=device)
             for i, figures in zip(active, scores):
                 out[i] |= figures
-        elif self.ds.name == "lines":  # PROTOCOL §9, on [−1, 1] frames as the benchmark's
-            pairs = self.ds.interpolation_pairs(INTERPOLATIONS)
+        elif self.ds.name == "lines":
             for i in active:
-                frames = 2.0 * interpolate(self.trainer.member_model(i), *pairs) - 1.0
-                out[i] |= {f"metric/{k}": v for k, v in interpolation_metrics(frames).items()}
+                out[i] |= self.lines_metrics(i)
         shared = (time.perf_counter() - start) / max(len(active), 1)
         return {i: {**figures, "time/final_eval_s": shared} for i, figures in out.items()}
 
@@ -169,8 +176,7 @@ class Experiment:
         state_dict, what load_run reads back)."""
         folder.mkdir(parents=True, exist_ok=True)
         model = self.trainer.member_model(i)
-        pairs = self.ds.interpolation_pairs(INTERPOLATIONS)
-        pairs = None if pairs is None else pairs[:, :STRIPS]
+        pairs = self.ds.interpolation_pairs(STRIPS)
         paths = write_pictures(model, self.ds.shown_images(SHOWN_IMAGES), folder, pairs)
         figures = {k: v for k, v in results.items() if isinstance(v, int | float)}
         for name, content in ((CONFIG_FILE, to_dict(self.cfgs[i])), (METRICS_FILE, figures)):
@@ -265,7 +271,7 @@ def run(cfg: Config, out: Path, resume: bool = False) -> dict[str, float]:
 
 def _line(logs: dict[str, Any]) -> str:
     keys = ("train/loss", "test/recon_5k", "test/recon", "metric/beta_vae_4", "metric/beta_vae_5")
-    keys += ("metric/interp_mean_distance", "metric/interp_smoothness")
+    keys += tuple(f"metric/{k}" for k in INTERPOLATION)
     figures = ", ".join(f"{k} {logs[k]:.4g}" for k in keys if k in logs)
     return f"step {int(logs.get('step', 0))}: {figures}"
 

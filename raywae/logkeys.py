@@ -16,7 +16,8 @@ from raywae.config import Config
 
 STEP, DONE, MEMBERS = "step", "done", "members"
 FAILED = "raywae_failed"  # a model's report key: it ended on a deterministic failure
-INTERPOLATION = ("interp_mean_distance", "interp_smoothness")  # metric/<key> on lines
+# metric/<key> on lines (raywae.metrics.interpolation)
+INTERPOLATION = ("interp_mean_distance", "interp_smoothness", "interp_smoothness_strict")
 # metric/<key> of each extra metric (raywae.metrics.report: a key named as its metric stands
 # alone, the others under the metric's name).
 EXTRA = {

@@ -128,11 +128,22 @@ class DeviceData(NamedTuple):
     train_index: torch.Tensor
     test_index: torch.Tensor
     packed: bool
+    fresh: Callable[[np.ndarray], np.ndarray] | None
 
     def rows(self, index: torch.Tensor) -> torch.Tensor:
         """Table rows -> (k, pixels) float32 images in [0, 1] on the device."""
         rows = self.table[index]
         return unpack_bits(rows) if self.packed else rows
+
+    def batch(self, size: int, gen: torch.Generator) -> torch.Tensor:
+        """One training batch (size, pixels) drawn with `gen`: rows of the train split,
+        uniformly with replacement, or fresh images from U[0, 1) draws (Table.fresh)."""
+        device = self.table.device
+        if self.fresh is None:
+            pick = torch.randint(len(self.train_index), (size,), generator=gen, device=device)
+            return self.rows(self.train_index[pick])
+        u = torch.rand(size, generator=gen, device=device, dtype=torch.float64)
+        return torch.from_numpy(self.fresh(u.cpu().numpy())).to(device)
 
 
 def device_data(ds: Dataset, device: torch.device) -> DeviceData:
@@ -147,6 +158,7 @@ def device_data(ds: Dataset, device: torch.device) -> DeviceData:
         torch.as_tensor(table.train, dtype=torch.int64, device=device),
         torch.as_tensor(table.test, dtype=torch.int64, device=device),
         table.packed,
+        table.fresh,
     )
 
 
@@ -200,7 +212,9 @@ class Trainer:
     Config is a solo run); model i is cfgs[i]'s run.
 
     ds: a raywae.data.Dataset (its training_table()). Batches are drawn uniformly with
-    replacement from the train split. `active`: the models still training; `failed`: model ->
+    replacement from the train split, or fresh from a procedural distribution (lines), with
+    each model's own data generator (in its checkpoint: a resumed run draws what it would
+    have). `active`: the models still training; `failed`: model ->
     its NonFiniteLossError (term and 1-based step). On CPU a model is checked every step,
     before its loss touches the weights; on CUDA once per report window (no host sync per
     step)."""
@@ -218,9 +232,9 @@ class Trainer:
         self.data_gens = [torch.Generator(self.device).manual_seed(s.data) for *_, s in runs]
         self.noise_gens = [torch.Generator(self.device).manual_seed(s.noise) for *_, s in runs]
         self._eval_seeds = [s.eval for *_, s in runs]
-        data = device_data(ds, self.device)
-        self.table, self.train_index, self.test_index, _ = data
-        self.rows = data.rows  # table rows -> (k, pixels) float32 images in [0, 1]
+        self.data = device_data(ds, self.device)
+        self.table, self.train_index, self.test_index = self.data[:3]
+        self.rows = self.data.rows  # table rows -> (k, pixels) float32 images in [0, 1]
         lr = learning_rate(0, self.cfg.train)
         pairs = [(m, o) for m, o, _ in runs]
         self._steps = Solo(*pairs[0], lr, self.device) if len(cfgs) == 1 else None
@@ -261,12 +275,8 @@ class Trainer:
     def _inputs(self) -> tuple[torch.Tensor, Noise]:
         """Each active model's batch and noise from its own generators, in a solo run's order:
         x (R_active, B, pixels); noise {name: (R_active, ...)}."""
-        n, bs = self.train_index.shape[0], self.cfg.train.batch_size
-        picks = [
-            torch.randint(n, (bs,), generator=self.data_gens[i], device=self.device)
-            for i in self.active
-        ]
-        x = self.rows(self.train_index[torch.cat(picks)]).view(len(picks), bs, -1)
+        bs = self.cfg.train.batch_size
+        x = torch.stack([self.data.batch(bs, self.data_gens[i]) for i in self.active])
         objective = self.objectives[0]
         draws = [objective.noise(x[r], self.noise_gens[i]) for r, i in enumerate(self.active)]
         return x, {k: torch.stack([d[k] for d in draws]) for k in draws[0]}

@@ -4,16 +4,18 @@ conv32 auto-encoder, ACAI composed with every objective."""
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from raywae.config import ConfigError, from_dict, to_dict
 from raywae.data import DataError
-from raywae.data.imageset import ImageSet, lines_set, mnist_set
-from raywae.data.lines import LINE_LENGTH, LINE_SIDE, render_lines
+from raywae.data.imageset import ImageSet, fresh_lines, lines_set, mnist_set
+from raywae.data.lines import LINE_SIDE, line_labels, lines_split, render_lines
 from raywae.data.mnist import MNIST_DOWNLOAD, MNIST_FILES, load_mnist, read_idx, write_idx
 from raywae.experiment import Experiment
 from raywae.logkeys import reported
@@ -27,47 +29,342 @@ FRAMES = 16
 
 
 # --- lines ----------------------------------------------------------------------------------
-def test_lines_match_the_definition():
-    angles = np.linspace(0, 2 * np.pi, 24, endpoint=False) + 0.1
+PAPER_ANGLES = {"0": 0.0, "π/2": math.pi / 2, "π": math.pi, "3π/2": 3 * math.pi / 2}
+PAPER_ANGLES |= {"π/4": math.pi / 4, "3π/4": 3 * math.pi / 4, "5π/7": 5 * math.pi / 7}
+PAPER_PIXELS = {  # angle -> its pixels above −1: (row, col, value), from the paper's draw_line
+    "0": [
+        (15, 16, 1.0),
+        (15, 17, 1.0),
+        (15, 18, 1.0),
+        (15, 19, 1.0),
+        (15, 20, 1.0),
+        (15, 21, 1.0),
+        (15, 22, 1.0),
+        (15, 23, 1.0),
+        (15, 24, 1.0),
+        (15, 25, 1.0),
+        (15, 26, 1.0),
+        (15, 27, 1.0),
+        (15, 28, 1.0),
+        (15, 29, 1.0),
+        (15, 30, 1.0),
+        (16, 16, 1.0),
+        (16, 17, 1.0),
+        (16, 18, 1.0),
+        (16, 19, 1.0),
+        (16, 20, 1.0),
+        (16, 21, 1.0),
+        (16, 22, 1.0),
+        (16, 23, 1.0),
+        (16, 24, 1.0),
+        (16, 25, 1.0),
+        (16, 26, 1.0),
+        (16, 27, 1.0),
+        (16, 28, 1.0),
+        (16, 29, 1.0),
+        (16, 30, 1.0),
+    ],
+    "π/2": [
+        (1, 15, 1.0),
+        (1, 16, 1.0),
+        (2, 15, 1.0),
+        (2, 16, 1.0),
+        (3, 15, 1.0),
+        (3, 16, 1.0),
+        (4, 15, 1.0),
+        (4, 16, 1.0),
+        (5, 15, 1.0),
+        (5, 16, 1.0),
+        (6, 15, 1.0),
+        (6, 16, 1.0),
+        (7, 15, 1.0),
+        (7, 16, 1.0),
+        (8, 15, 1.0),
+        (8, 16, 1.0),
+        (9, 15, 1.0),
+        (9, 16, 1.0),
+        (10, 15, 1.0),
+        (10, 16, 1.0),
+        (11, 15, 1.0),
+        (11, 16, 1.0),
+        (12, 15, 1.0),
+        (12, 16, 1.0),
+        (13, 15, 1.0),
+        (13, 16, 1.0),
+        (14, 15, 1.0),
+        (14, 16, 1.0),
+        (15, 15, 1.0),
+        (15, 16, 1.0),
+    ],
+    "π": [
+        (14, 1, -1.0),
+        (14, 2, -1.0),
+        (14, 3, -1.0),
+        (14, 4, -1.0),
+        (14, 5, -1.0),
+        (14, 6, -1.0),
+        (14, 7, -1.0),
+        (14, 8, -1.0),
+        (15, 1, 1.0),
+        (15, 2, 1.0),
+        (15, 3, 1.0),
+        (15, 4, 1.0),
+        (15, 5, 1.0),
+        (15, 6, 1.0),
+        (15, 7, 1.0),
+        (15, 8, 1.0),
+        (15, 9, 1.0),
+        (15, 10, 1.0),
+        (15, 11, 1.0),
+        (15, 12, 1.0),
+        (15, 13, 1.0),
+        (15, 14, 1.0),
+        (15, 15, 1.0),
+        (16, 1, 1.0),
+        (16, 2, 1.0),
+        (16, 3, 1.0),
+        (16, 4, 1.0),
+        (16, 5, 1.0),
+        (16, 6, 1.0),
+        (16, 7, 1.0),
+        (16, 8, 1.0),
+        (16, 9, 1.0),
+        (16, 10, 1.0),
+        (16, 11, 1.0),
+        (16, 12, 1.0),
+        (16, 13, 1.0),
+        (16, 14, 1.0),
+        (16, 15, 1.0),
+    ],
+    "3π/2": [
+        (16, 15, 1.0),
+        (16, 16, 1.0),
+        (17, 15, 1.0),
+        (17, 16, 1.0),
+        (18, 15, 1.0),
+        (18, 16, 1.0),
+        (19, 15, 1.0),
+        (19, 16, 1.0),
+        (20, 15, 1.0),
+        (20, 16, 1.0),
+        (21, 14, -1.0),
+        (21, 15, 1.0),
+        (21, 16, 1.0),
+        (22, 14, -1.0),
+        (22, 15, 1.0),
+        (22, 16, 1.0),
+        (23, 14, -1.0),
+        (23, 15, 1.0),
+        (23, 16, 1.0),
+        (24, 14, -1.0),
+        (24, 15, 1.0),
+        (24, 16, 1.0),
+        (25, 14, -1.0),
+        (25, 15, 1.0),
+        (25, 16, 1.0),
+        (26, 14, -1.0),
+        (26, 15, 1.0),
+        (26, 16, 1.0),
+        (27, 14, -1.0),
+        (27, 15, 1.0),
+        (27, 16, 1.0),
+        (28, 14, -1.0),
+        (28, 15, 1.0),
+        (28, 16, 1.0),
+        (29, 14, -1.0),
+        (29, 15, 1.0),
+        (29, 16, 1.0),
+        (30, 14, -1.0),
+        (30, 15, 1.0),
+        (30, 16, 1.0),
+    ],
+    "π/4": [
+        (5, 26, -0.0),
+        (6, 25, -0.0),
+        (6, 26, 1.0),
+        (7, 24, -0.0),
+        (7, 25, 1.0),
+        (7, 26, 0.0),
+        (8, 23, -0.0),
+        (8, 24, 1.0),
+        (8, 25, 0.0),
+        (9, 22, 0.0),
+        (9, 23, 1.0),
+        (9, 24, 0.0),
+        (10, 21, 0.0),
+        (10, 22, 1.0),
+        (10, 23, 0.0),
+        (11, 20, 0.0),
+        (11, 21, 1.0),
+        (11, 22, 0.0),
+        (12, 19, 0.0),
+        (12, 20, 1.0),
+        (12, 21, 0.0),
+        (13, 18, 0.0),
+        (13, 19, 1.0),
+        (13, 20, 0.0),
+        (14, 17, 0.0),
+        (14, 18, 1.0),
+        (14, 19, 0.0),
+        (15, 16, 0.0),
+        (15, 17, 1.0),
+        (15, 18, 0.0),
+        (16, 16, 1.0),
+        (16, 17, 0.0),
+        (17, 16, 0.0),
+    ],
+    "3π/4": [
+        (5, 3, -0.393398282202),
+        (5, 4, 0.213203435596),
+        (5, 5, -0.393398282202),
+        (6, 4, -0.0),
+        (6, 5, 1.0),
+        (6, 6, 0.0),
+        (7, 5, -0.0),
+        (7, 6, 1.0),
+        (7, 7, 0.0),
+        (8, 6, -0.0),
+        (8, 7, 1.0),
+        (8, 8, 0.0),
+        (9, 7, -0.0),
+        (9, 8, 1.0),
+        (9, 9, 0.0),
+        (10, 8, 0.0),
+        (10, 9, 1.0),
+        (10, 10, 0.0),
+        (11, 9, 0.0),
+        (11, 10, 1.0),
+        (11, 11, 0.0),
+        (12, 10, 0.0),
+        (12, 11, 1.0),
+        (12, 12, 0.0),
+        (13, 11, 0.0),
+        (13, 12, 1.0),
+        (13, 13, 0.0),
+        (14, 12, 0.0),
+        (14, 13, 1.0),
+        (14, 14, 0.0),
+        (15, 13, 0.0),
+        (15, 14, 1.0),
+        (15, 15, 0.0),
+    ],
+    "5π/7": [
+        (4, 5, 0.408993487996),
+        (4, 6, 0.454944474041),
+        (4, 7, -0.954049013955),
+        (5, 5, -0.658112055705),
+        (5, 6, 1.0),
+        (5, 7, 0.658112055705),
+        (6, 6, -0.25305883347),
+        (6, 7, 1.0),
+        (6, 8, 0.25305883347),
+        (7, 7, 0.151994388766),
+        (7, 8, 1.0),
+        (7, 9, -0.151994388766),
+        (8, 8, 0.557047611001),
+        (8, 9, 1.0),
+        (8, 10, -0.557047611001),
+        (9, 9, 0.962100833236),
+        (9, 10, 1.0),
+        (9, 11, -0.962100833236),
+        (10, 9, -0.632845944529),
+        (10, 10, 1.0),
+        (10, 11, 0.632845944529),
+        (11, 10, -0.227792722294),
+        (11, 11, 1.0),
+        (11, 12, 0.227792722294),
+        (12, 11, 0.177260499942),
+        (12, 12, 1.0),
+        (12, 13, -0.177260499942),
+        (13, 12, 0.582313722177),
+        (13, 13, 1.0),
+        (13, 14, -0.582313722177),
+        (14, 13, 0.987366944412),
+        (14, 14, 1.0),
+        (14, 15, -0.987366944412),
+        (15, 13, -0.607579833353),
+        (15, 14, 1.0),
+        (15, 15, 0.607579833353),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", list(PAPER_PIXELS))
+def test_lines_are_the_papers_pixels(name: str):
+    """The four axis directions, both diagonals and one other angle, against pixel values
+    computed with the paper's own draw_line (brain-research/acai lib/data.py): every pixel
+    not listed is the background −1."""
+    (image,) = render_lines(np.array([PAPER_ANGLES[name]]))
+    assert image.shape == (LINE_SIDE, LINE_SIDE) and image.dtype == np.float64
+    expected = np.full((LINE_SIDE, LINE_SIDE), -1.0)
+    for row, col, value in PAPER_PIXELS[name]:
+        expected[row, col] = value
+    assert np.allclose(image, expected, rtol=0, atol=1e-9)
+
+
+def test_lines_at_any_angle_stay_in_range_with_the_papers_ink():
+    angles = np.random.default_rng(0).uniform(0, 2 * np.pi, 2000)
     images = render_lines(angles)
-    assert images.shape == (24, LINE_SIDE, LINE_SIDE) and images.dtype == np.float32
     assert images.min() == -1.0 and images.max() == 1.0
-    ink = (images + 1) / 2
-    # area ≈ length × width = 15 × 2 at every angle (anti-aliasing spreads, never adds, ink)
-    assert np.allclose(ink.sum((1, 2)), 30.0, atol=0.6)
-    c = np.arange(LINE_SIDE) + 0.5 - LINE_SIDE / 2
-    px, py = np.meshgrid(c, -c)
-    for theta, img in zip(angles, ink):
-        along = px * np.cos(theta) + py * np.sin(theta)
-        perp = np.abs(px * np.sin(theta) - py * np.cos(theta))
-        lit = img > 0
-        # from the centre outwards, 15 px long (half a pixel of anti-aliasing at the tip)
-        assert along[lit].min() >= -0.5 and along[lit].max() <= LINE_LENGTH + 0.5
-        assert along[img > 0.5].max() >= LINE_LENGTH - 1.0
-        # width 2: fully lit pixels lie within 0.5 px of the axis, none lit beyond 1.5 px
-        assert perp[img > 0.99].max() <= 0.5 + 1e-6 and perp[lit].max() < 1.5
+    ink = ((images + 1) / 2).sum((1, 2))
+    # about width 2 × length 15, less what the paper's scan drops at the ends (its far end
+    # is never partial): 21.2 to 30.0 px over these angles
+    assert 20 < ink.min() and ink.max() <= 32
+    lit = images > -1
+    rows, cols = np.nonzero(lit.any(0))
+    assert rows.min() >= 0 and cols.max() <= LINE_SIDE - 1 and lit[:, 0, 0].sum() == 0
 
 
-def _pairs(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    start = rng.uniform(0, 2 * np.pi, 16)
-    return start, start + rng.uniform(0.5, 3.0, 16) * rng.choice([-1, 1], 16)
+def test_lines_split_keeps_its_test_lines_whatever_the_train_size():
+    train, test = lines_split(100, 50)
+    train2, test2 = lines_split(200, 50)
+    assert np.array_equal(test, test2) and np.array_equal(train, train2[:100])
+    assert len(train2) == 200 and 0 <= test.min() and test.max() < 2 * np.pi
+    assert np.array_equal(line_labels(np.array([0.0, 0.7, 2 * np.pi - 1e-3])), [0, 1, 9])
 
 
-def test_metrics_perfect_interpolations_score_zero_crossfades_do_not():
-    refs = reference_lines()
-    a, b = _pairs()
-    t = np.linspace(0, 1, FRAMES)
-    perfect = render_lines((a[:, None] * (1 - t) + b[:, None] * t).ravel())
-    perfect = perfect.reshape(16, FRAMES, LINE_SIDE, LINE_SIDE)
-    good = interpolation_metrics(perfect, refs)
-    assert good["interp_mean_distance"] < 1e-5 and abs(good["interp_smoothness"]) < 0.01
-    ends = render_lines(np.concatenate([a, b])).reshape(2, 16, 1, LINE_SIDE, LINE_SIDE)
-    fade = ends[0] * (1 - t)[:, None, None] + ends[1] * t[:, None, None]
-    bad = interpolation_metrics(fade, refs)
-    assert bad["interp_mean_distance"] > 100 * max(good["interp_mean_distance"], 1e-6)
-    # a cross-fade jumps from one end's angle to the other's: 1 − 1/15 at worst
-    assert bad["interp_smoothness"] > 0.5
+def _on_reference(start: np.ndarray, stride: np.ndarray) -> np.ndarray:
+    """Interpolations whose frames are reference lines start + i·stride (i < FRAMES)."""
+    angles, _ = reference_lines()
+    index = (start[:, None] + stride[:, None] * np.arange(FRAMES)) % len(angles)
+    return render_lines(angles[index].ravel()).reshape(len(start), FRAMES, LINE_SIDE, LINE_SIDE)
+
+
+def test_both_smoothness_conventions_on_perfect_crossfaded_and_collapsed():
+    rng = np.random.default_rng(0)
+    start = rng.integers(0, 10_000, 8)
+    stride = rng.integers(20, 300, 8) * rng.choice([-1, 1], 8)
+    perfect = _on_reference(start, stride)
+    good = interpolation_metrics(perfect)
+    assert good["interp_mean_distance"] < 1e-12
+    assert abs(good["interp_smoothness"]) < 1e-9 and abs(good["interp_smoothness_strict"]) < 1e-9
+
+    t = np.linspace(0, 1, FRAMES)[None, :, None, None]
+    fade = perfect[:, :1] * (1 - t) + perfect[:, -1:] * t
+    bad = interpolation_metrics(fade)
+    assert bad["interp_mean_distance"] > 1e-3  # 7.1e-3 here, the ends included
+    # a cross-fade's nearest line jumps once from one end to the other: 1 − 1/15 at worst
+    assert (
+        bad["interp_smoothness"] > 0.5
+        and bad["interp_smoothness"] == bad["interp_smoothness_strict"]
+    )
+
+    collapsed = np.repeat(perfect[:, :1], FRAMES, axis=1)  # every frame the same line
+    worst = 1 - 1 / (FRAMES - 1)
+    alone = interpolation_metrics(collapsed)
+    assert alone["interp_mean_distance"] < 1e-12
+    assert np.isnan(alone["interp_smoothness"])  # the paper's code: no interpolation scores
+    assert alone["interp_smoothness_strict"] == pytest.approx(worst)
+    # half collapsed, half cross-faded: the paper divides the faded half's sum by all 16
+    mixed = interpolation_metrics(np.concatenate([collapsed, fade]))
+    assert mixed["interp_smoothness"] == pytest.approx(bad["interp_smoothness"] / 2)
+    assert mixed["interp_smoothness_strict"] == pytest.approx(
+        (worst + bad["interp_smoothness"]) / 2
+    )
+    # half collapsed, half perfect: the paper's convention scores it perfect, strict does not
+    half = interpolation_metrics(np.concatenate([collapsed, perfect]))
+    assert abs(half["interp_smoothness"]) < 1e-9
+    assert half["interp_smoothness_strict"] == pytest.approx(worst / 2)
 
 
 # --- MNIST ----------------------------------------------------------------------------------
@@ -136,8 +433,8 @@ def test_critic_targets_alpha_for_mixes_and_zero_for_blends():
     torch.manual_seed(0)
     critic = Critic(latent_dim=16, depth=4)
     rng = np.random.default_rng(0)
-    x = torch.from_numpy((render_lines(rng.uniform(0, 6.3, 16)) + 1) / 2).flatten(1)
-    x_hat = torch.from_numpy((render_lines(rng.uniform(0, 6.3, 16)) + 1) / 2).flatten(1)
+    x = torch.from_numpy((render_lines(rng.uniform(0, 6.3, 16)) + 1) / 2).float().flatten(1)
+    x_hat = torch.from_numpy((render_lines(rng.uniform(0, 6.3, 16)) + 1) / 2).float().flatten(1)
     alpha = torch.linspace(0, 0.5, 16)
     x_mix = alpha[:, None] * x + (1 - alpha[:, None]) * x.flip(0)
     batch = AcaiBatch(x, x_hat, x_mix, alpha)
@@ -240,8 +537,55 @@ def test_lines_run_reports_its_keys(lines: ImageSet, tmp_path: Path):
     assert (tmp_path / "interpolation.png") in paths
 
 
+def test_training_lines_are_drawn_fresh_or_from_the_fixed_set(lines: ImageSet):
+    """lines_train fresh (the paper, the default): each batch is rendered from the model's
+    own data generator's U[0, 1) draws; fixed: rows of the fixed train set."""
+    fresh = Trainer(lines_cfg("ae"), lines)
+    batch = fresh.data.batch(16, torch.Generator().manual_seed(5))
+    u = torch.rand(16, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    assert torch.equal(batch, torch.from_numpy(fresh_lines(u.numpy())))
+    table = torch.from_numpy(lines.train)
+
+    def in_table(x: torch.Tensor) -> torch.Tensor:
+        return (x[:, None] == table[None]).all(-1).any(1)
+
+    assert not in_table(batch).any()  # none is a row of the fixed set
+    cfg = lines_cfg("ae")
+    cfg = from_dict({**to_dict(cfg), "data": {"dataset": "lines", "lines_train": "fixed"}})
+    fixed = Trainer(cfg, lines_set(2048, 64, fresh=False))
+    rows = fixed.data.batch(16, torch.Generator().manual_seed(5))
+    assert in_table(rows).all()
+    with pytest.raises(ConfigError, match="data.lines_train: only for dataset lines"):
+        from_dict({"data": {"lines_train": "fixed"}})
+
+
 def test_config_rejects_mismatched_arch_and_acai():
     with pytest.raises(ConfigError, match="model.arch: lines needs conv32"):
         from_dict({"data": {"dataset": "lines"}})
     with pytest.raises(ConfigError, match="objective.acai: the ACAI critic needs conv32"):
         from_dict({"objective": {"acai": 0.5}})
+
+
+def test_analysis_table_has_both_conventions_and_the_papers_rows():
+    from analysis.interpolation import PAPER, markdown, table
+
+    runs = pd.DataFrame(
+        {
+            "arm": ["ae", "ae", "acai", "acai", "wwae"],
+            "objective.name": ["ae", "ae", "ae", "ae", "wwae"],
+            "objective.acai": [0.0, 0.0, 512.0, 512.0, 0.0],
+            "metric/interp_mean_distance": [4e-3, 6e-3, 1e-3, 3e-3, 2e-3],
+            "metric/interp_smoothness": [0.2, 0.4, 0.1, np.nan, 0.3],  # acai seed 1: collapsed
+            "metric/interp_smoothness_strict": [0.2, 0.4, 0.1, 14 / 15, 0.3],
+            "test/recon": [20.0, 22.0, 19.0, 21.0, 25.0],
+        }
+    )
+    t = table(runs).set_index("arm")
+    assert t.loc["ae", "n"] == 2 and t.loc["ae", "distance_mean"] == pytest.approx(5e-3)
+    assert t.loc["ae", "distance_std"] == pytest.approx(1e-3)  # ddof 0, as the paper's
+    assert t.loc["acai", "strict_mean"] == pytest.approx((0.1 + 14 / 15) / 2)
+    assert t.loc["acai", "paper_distance"] == PAPER["acai"][0][0]
+    assert t.loc["ae", "paper_smoothness"] == PAPER["baseline"][1][0]
+    assert np.isnan(t.loc["wwae", "paper_distance"])
+    text = markdown(t.reset_index(), "caption")
+    assert "| ae | ae | 0 | 2 | 5.00 ± 1.00 | 0.300 ± 0.100 | 0.300 ± 0.100 | 21.0 ± 1.0 |" in text

@@ -43,7 +43,7 @@ def open_dataset(data: DataConfig, quiet: bool = False) -> Dataset:
     lines / MNIST ImageSet. quiet: no ProceduralDataWarning (a sweep's driver has already
     warned, once)."""
     if data.dataset == "lines":
-        return lines_set()
+        return lines_set(fresh=data.lines_train == "fresh")
     if data.dataset == "mnist":
         return mnist_set(Path(data.path) if data.path else None)
     grid = FactorGrid.dsprites()

@@ -3,6 +3,7 @@ image table it trains on."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
@@ -13,12 +14,15 @@ if TYPE_CHECKING:
 
 class Table(NamedTuple):
     """rows: dSprites' packed bits (N, 512) uint8 (packed) or float pixels (N, P) in [0, 1];
-    train, test: the split's row indices."""
+    train, test: the split's row indices. fresh: U[0, 1) draws (k,) -> (k, P) float32
+    training images, when training batches are drawn fresh from a procedural distribution
+    (lines) instead of from the train rows."""
 
     rows: np.ndarray
     train: np.ndarray
     test: np.ndarray
     packed: bool
+    fresh: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 class Dataset(Protocol):

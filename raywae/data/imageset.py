@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from raywae.data.dataset import Table
-from raywae.data.lines import LINES_TEST, LINES_TRAIN, lines_split, render_lines
+from raywae.data.lines import LINES_TEST, LINES_TRAIN, draw_angles, lines_split, render_lines
 from raywae.data.mnist import load_mnist
 
 MNIST_PAD = 2  # 28×28 digits centred on a 32×32 canvas, as the ACAI paper's mnist32
@@ -24,13 +25,17 @@ MNIST_PAD = 2  # 28×28 digits centred on a 32×32 canvas, as the ACAI paper's m
 class ImageSet:
     """train: (n_train, side²) float32, test: (n_test, side²) float32, pixels in [0, 1].
 
-    test_angles: the lines benchmark's test angles (None for other datasets)."""
+    test_angles: the lines benchmark's test angles (None for other datasets).
+    fresh: U[0, 1) draws (k,) -> (k, side²) float32 training images: a procedural training
+    distribution, each batch drawn fresh (the lines benchmark's default) instead of rows of
+    `train`."""
 
     name: str
     side: int
     train: np.ndarray
     test: np.ndarray
     test_angles: np.ndarray | None = None
+    fresh: Callable[[np.ndarray], np.ndarray] | None = None
     grid = None  # no ground-truth factor grid
 
     def table(self) -> np.ndarray:
@@ -40,7 +45,8 @@ class ImageSet:
     def training_table(self) -> Table:
         """table(), its train rows then its test rows."""
         n = len(self.train)
-        return Table(self.table(), np.arange(n), np.arange(n, n + len(self.test)), packed=False)
+        test = np.arange(n, n + len(self.test))
+        return Table(self.table(), np.arange(n), test, packed=False, fresh=self.fresh)
 
     def shown_images(self, k: int) -> np.ndarray:
         """The first k test images: (k, side, side) float32."""
@@ -69,22 +75,37 @@ class ImageSet:
             "data/source": self.name,
             "data/fingerprint": self.fingerprint,
             "data/origin": self.name,
-            "data/grid": f"{len(self.train)} train, {len(self.test)} test, {self.side}x{self.side}",
+            "data/grid": f"{self.described_train} train, {len(self.test)} test, "
+            f"{self.side}x{self.side}",
         }
+
+    @property
+    def described_train(self) -> str:
+        return "fresh per batch" if self.fresh else str(len(self.train))
+
+
+def line_pixels(angles: np.ndarray) -> np.ndarray:
+    """(k,) angles -> (k, 1024) float32 in [0, 1]: the lines' [−1, 1] pixels as (v + 1) / 2
+    (rendered in chunks: the float64 temporaries stay small)."""
+    chunks = [render_lines(angles[i : i + 4096]) for i in range(0, len(angles), 4096)]
+    images = np.concatenate(chunks) if chunks else render_lines(angles)
+    return ((images + 1.0) / 2.0).reshape(len(angles), -1).astype(np.float32)
+
+
+def fresh_lines(u: np.ndarray) -> np.ndarray:
+    """U[0, 1) draws (k,) -> k fresh training lines at θ = 2π·u, (k, 1024) in [0, 1]."""
+    return line_pixels(draw_angles(u))
 
 
 @functools.cache
-def lines_set(n_train: int = LINES_TRAIN, n_test: int = LINES_TEST) -> ImageSet:
-    """The lines benchmark (PROTOCOL §9), its [−1, 1] pixels mapped to [0, 1] (smaller sizes
-    for tests: other draws)."""
+def lines_set(n_train: int = LINES_TRAIN, n_test: int = LINES_TEST, fresh: bool = True) -> ImageSet:
+    """The lines benchmark (PROTOCOL §9), its [−1, 1] pixels mapped to [0, 1]: the seeded
+    test lines, the fixed train set and (fresh) each training batch drawn anew, as the
+    paper trains (smaller sizes for tests)."""
     train, test = lines_split(n_train, n_test)
-    side = render_lines(train[:1]).shape[-1]
-
-    def flat(angles: np.ndarray) -> np.ndarray:  # in chunks: float64 temporaries stay small
-        chunks = [render_lines(angles[i : i + 4096]) for i in range(0, len(angles), 4096)]
-        return ((np.concatenate(chunks) + 1.0) / 2.0).reshape(len(angles), -1)
-
-    return ImageSet("lines", side, flat(train), flat(test), test)
+    images = line_pixels(test)
+    side = int(round(images.shape[1] ** 0.5))
+    return ImageSet("lines", side, line_pixels(train), images, test, fresh_lines if fresh else None)
 
 
 def mnist_set(directory: Path | None = None) -> ImageSet:

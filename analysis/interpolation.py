@@ -8,8 +8,11 @@ Per arm: Mean Distance, Smoothness (the paper's convention and the strict one) a
 recon as mean ± std (ddof 0, as the paper's notebook) over its finished seeds, beside the
 paper's Table 1 row for the arms it has (baseline AE, ACAI); the strip is the
 interpolation.png of the arm's run with the lowest Mean Distance.
-Writes interpolation_table.md/.csv and interpolation_strips.png; with a store, logs them
-under `interpolation/` of the analysis run.
+Curves: each arm's Mean Distance and strict Smoothness over the training images seen
+(every report window's figures: MLflow's metric history, or an --out folder's
+progress.jsonl), mean ± std over seeds. Writes interpolation_table.md/.csv,
+interpolation_strips.png and interpolation_curves.png; with a store, logs them under
+`interpolation/` of the analysis run.
 """
 
 from __future__ import annotations
@@ -112,6 +115,51 @@ def strips_figure(rows: list[tuple[str, np.ndarray]]) -> Any:
     return fig
 
 
+def curves_figure(history: pd.DataFrame) -> Any:
+    """history: arm, run_id, images, and the DISTANCE / STRICT keys per report -> a Figure
+    of both over the training images, one line per arm (mean ± std over its runs)."""
+    import seaborn as sns
+
+    fig = blank(pixels(11.0, 4.2))
+    for k, (key, name, log) in enumerate(
+        ((DISTANCE, "Mean Distance", True), (STRICT, "Smoothness (strict)", False))
+    ):
+        ax = fig.add_axes((0.1 + 0.5 * k, 0.13, 0.37, 0.78))
+        sns.lineplot(history, x="images", y=key, hue="arm", errorbar="sd", ax=ax, legend=k == 1)
+        ax.set_xlabel("training images"), ax.set_ylabel(name)
+        if log:
+            ax.set_yscale("log")
+    return fig
+
+
+def folder_history(folders: list[Path]) -> pd.DataFrame:
+    """Every report of `raywae.experiment --out` folders (progress.jsonl) -> arm (the folder
+    name), run_id, images (step × batch size) and the metric keys."""
+    rows = []
+    for folder in folders:
+        cfg = json.loads((folder / "config.json").read_text())
+        batch = cfg["train"]["batch_size"]
+        for line in (folder / "progress.jsonl").read_text().splitlines():
+            logs = json.loads(line)
+            if DISTANCE in logs:
+                rows.append({"arm": folder.name, "run_id": folder.name,
+                             "images": logs["step"] * batch, **logs})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def store_history(runs: pd.DataFrame, mlflow_client: Any) -> pd.DataFrame:
+    """MLflow's metric history of DISTANCE and STRICT for every run -> the folder_history
+    table (images: step × the run's train.batch_size)."""
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
+    for _, run in runs.iterrows():
+        batch, run_id = int(run.get("train.batch_size", 1)), run["run_id"]
+        for key in (DISTANCE, STRICT):
+            for m in mlflow_client.get_metric_history(run_id, key):
+                first = {"arm": run["arm"], "run_id": run_id, "images": m.step * batch}
+                rows.setdefault((run_id, m.step), first)[key] = m.value
+    return pd.DataFrame(list(rows.values()))
+
+
 def folder_runs(folders: list[Path]) -> tuple[pd.DataFrame, dict[str, Path]]:
     """`raywae.experiment --out` folders (config.json, metrics.json) -> a runs table (arm:
     the folder name) and each run's interpolation.png."""
@@ -173,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         out / "interpolation_table.md",
         out / "interpolation_table.csv",
         out / "interpolation_strips.png",
+        out / "interpolation_curves.png",
     ]
     files[0].write_text(markdown(t, caption))
     t.to_csv(files[1], index=False)
@@ -188,7 +237,15 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
             rows.append((label(best), np.asarray(Image.open(path).convert("L"))))
-        save(strips_figure(rows), files[2:])
+        save(strips_figure(rows), files[2:3])
+    if args.folders:
+        history = folder_history([f for f in args.folders if f.name in set(runs["run_id"])])
+    else:
+        history = store_history(runs, client(target.tracking_uri))
+    if history.empty:
+        files.pop()
+    else:
+        save(curves_figure(history), files[3:])
     print(files[0].read_text())
     if target is not None:
         cli.wrote(target, files, "interpolation")

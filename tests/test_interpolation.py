@@ -4,6 +4,7 @@ conv32 auto-encoder, ACAI composed with every objective."""
 from __future__ import annotations
 
 import io
+import json
 import math
 from pathlib import Path
 
@@ -589,3 +590,23 @@ def test_analysis_table_has_both_conventions_and_the_papers_rows():
     assert np.isnan(t.loc["wwae", "paper_distance"])
     text = markdown(t.reset_index(), "caption")
     assert "| ae | ae | 0 | 2 | 5.00 ± 1.00 | 0.300 ± 0.100 | 0.300 ± 0.100 | 21.0 ± 1.0 |" in text
+
+
+def test_analysis_curves_from_progress_files(tmp_path: Path):
+    from analysis.interpolation import curves_figure, folder_history
+
+    for arm, scale in (("ae", 1.0), ("acai", 0.5)):
+        folder = tmp_path / arm
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"train": {"batch_size": 64}}))
+        keys = ("metric/interp_mean_distance", "metric/interp_smoothness_strict")
+        reports = [{"step": s, keys[0]: scale / s, keys[1]: 0.5} for s in (100, 200, 300)]
+        reports.append({"step": 300, "done": True, "test/recon": 1.0})  # no lines metric: skipped
+        (folder / "progress.jsonl").write_text("\n".join(json.dumps(r) for r in reports))
+    history = folder_history([tmp_path / "ae", tmp_path / "acai"])
+    assert len(history) == 6 and set(history["arm"]) == {"ae", "acai"}
+    acai = history[history["arm"] == "acai"]
+    assert list(acai["images"]) == [6400, 12800, 19200]
+    assert acai["metric/interp_mean_distance"].iloc[-1] == pytest.approx(0.5 / 300)
+    fig = curves_figure(history)
+    assert len(fig.axes) == 2 and fig.axes[0].get_yscale() == "log"

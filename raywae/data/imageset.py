@@ -24,13 +24,17 @@ MNIST_PAD = 2  # 28×28 digits centred on a 32×32 canvas, as the ACAI paper's m
 class ImageSet:
     """train: (n_train, side²) float32, test: (n_test, side²) float32, pixels in [0, 1].
 
-    test_angles: the lines benchmark's test angles (None for other datasets)."""
+    test_angles: the lines benchmark's test angles (None for other datasets).
+    train_labels, test_labels: (n_train,), (n_test,) int class labels (MNIST: the digit),
+    or None: what metric/probe_accuracy classifies."""
 
     name: str
     side: int
     train: np.ndarray
     test: np.ndarray
     test_angles: np.ndarray | None = None
+    train_labels: np.ndarray | None = None
+    test_labels: np.ndarray | None = None
     grid = None  # no ground-truth factor grid
 
     def table(self) -> np.ndarray:
@@ -96,4 +100,6 @@ def mnist_set(directory: Path | None = None) -> ImageSet:
         return (x / 255.0).reshape(len(images), -1)
 
     side = 28 + 2 * MNIST_PAD
-    return ImageSet("mnist", side, flat(arrays["train_images"]), flat(arrays["test_images"]))
+    train, test = flat(arrays["train_images"]), flat(arrays["test_images"])
+    labels = {k: arrays[k].astype(np.int64) for k in ("train_labels", "test_labels")}
+    return ImageSet("mnist", side, train, test, **labels)

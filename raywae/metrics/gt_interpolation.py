@@ -43,30 +43,35 @@ def choose_pairs(
     shorter arc, the path a linear interpolation is expected to take (0 and 2π, the same
     image, are never paired). shape: any two shapes (categorical: see score_paths)."""
     rng = np.random.default_rng(seed)
-    classes = grid.classes(np.arange(len(grid)))
     out = []
     for name in FACTORS:
         k = grid.factor(name)
-        size, base = grid.sizes[k], grid.bases[k]
-        if size < 2:
+        if grid.sizes[k] < 2:
             continue
-        starts = np.arange(len(grid))
-        if name == "orientation" and HEART in grid.full_classes[grid.factor("shape")]:
-            heart = int(np.flatnonzero(grid.full_classes[grid.factor("shape")] == HEART)[0])
-            starts = starts[classes[:, grid.factor("shape")] == heart]
-        a = np.repeat(starts, size)
-        v = np.tile(np.arange(size), len(starts))
-        ok = v != classes[a, k]
-        if name == "orientation":
-            gap = np.abs(_wrap(grid.values[k][v] - grid.values[k][classes[a, k]]))
-            ok &= (gap > 1e-9) & (gap < math.pi - 1e-9)
-        a, b = a[ok], (a + (v - classes[a, k]) * base)[ok]
-        both = test[a] & test[b]
+        a, b = _pairs_of(grid, k, np.flatnonzero(test))
+        both = test[b]
         if both.any():
             a, b = a[both], b[both]
+        else:  # a small grid without such test pairs: any two grid images
+            a, b = _pairs_of(grid, k, np.arange(len(grid)))
         pick = rng.choice(len(a), size=min(per_factor, len(a)), replace=False)
         out += [(k, int(a[i]), int(b[i])) for i in np.sort(pick)]
     return out
+
+
+def _pairs_of(grid: FactorGrid, k: int, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (a, b), a in starts, b differing from a in factor k only (see choose_pairs)."""
+    size, base, s = grid.sizes[k], grid.bases[k], grid.factor("shape")
+    if grid.names[k] == "orientation" and HEART in grid.full_classes[s]:
+        heart = int(np.flatnonzero(grid.full_classes[s] == HEART)[0])
+        starts = starts[grid.classes(starts)[:, s] == heart]
+    a = np.repeat(starts, size)
+    ca, v = grid.classes(a)[:, k], np.tile(np.arange(size), len(starts))
+    ok = v != ca
+    if grid.names[k] == "orientation":
+        gap = np.abs(_wrap(grid.values[k][v] - grid.values[k][ca]))
+        ok &= (gap > 1e-9) & (gap < math.pi - 1e-9)
+    return a[ok], (a + (v - ca) * base)[ok]
 
 
 def _wrap(angle: np.ndarray) -> np.ndarray:

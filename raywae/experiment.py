@@ -14,6 +14,7 @@ the row of `python -m raywae.sweep FILE --dry-run`) is run: rerun a trial of a s
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import signal
@@ -50,7 +51,10 @@ from raywae.data import DataError, Dataset, FactorGrid, open_dataset
 from raywae.images import interpolate, write_pictures
 from raywae.logkeys import FAILED, INTERPOLATION
 from raywae.metrics import report_many
+from raywae.metrics.codes import rows_in
+from raywae.metrics.gt_interpolation import FRAMES, GridImages, choose_pairs, gt_interpolation
 from raywae.metrics.interpolation import LINES_FRAMES, LINES_INTERPOLATIONS, interpolation_metrics
+from raywae.metrics.probe import probe_accuracy, probe_rows
 from raywae.progress import Bar
 from raywae.train import Logs, NonFiniteLossError, Trainer
 
@@ -140,11 +144,63 @@ class Experiment:
             scores = report_many(list(codes), grid, seeds, m.extra, m.runs, m.preset, device=device)
             for i, figures in zip(active, scores):
                 out[i] |= figures
+            for i, figures in zip(active, self.grid_figures(grid, codes)):
+                out[i] |= figures
         elif self.ds.name == "lines":
             for i in active:
                 out[i] |= self.lines_metrics(i)
+        if self.ds.train_labels is not None:
+            for i in active:
+                out[i]["metric/probe_accuracy"] = self.probe(self.trainer.member_model(i))
         shared = (time.perf_counter() - start) / max(len(active), 1)
         return {i: {**figures, "time/final_eval_s": shared} for i, figures in out.items()}
+
+    def grid_figures(self, grid: FactorGrid, codes: np.ndarray) -> list[dict[str, float]]:
+        """Per active model (codes: (R_active, len(grid), d), its code tables over `grid`):
+        metric/gt_interp_distance and metric/gt_interp_monotone (raywae.metrics.
+        gt_interpolation, the nearest search over `grid`'s images, the pairs test images
+        of `grid`) and metric/probe_accuracy (shape from μ: PROBE_TRAIN train and
+        PROBE_TEST test images of `grid`, fixed seed)."""
+        rows = rows_in(grid, self.ds.grid)  # grid index -> ds.grid index (= table row)
+        test = np.isin(rows, self.ds.training_table().test)
+        images = GridImages.build(self.ds.packed(rows))
+        pairs = choose_pairs(grid, test)
+        train_at, test_at = np.flatnonzero(~test), np.flatnonzero(test)
+        tr, te = probe_rows(len(train_at), len(test_at))
+        tr, te = train_at[tr], test_at[te]
+        shape = grid.classes(np.arange(len(grid)))[:, grid.factor("shape")]
+        out = []
+        for r, i in enumerate(self.trainer.active):
+            model = self.trainer.member_model(i)
+            decode = functools.partial(interpolate, model, frames=FRAMES)
+            figures = gt_interpolation(decode, images, grid, pairs)
+            figures = {f"metric/{k}": v for k, v in figures.items()}
+            c = codes[r]
+            figures["metric/probe_accuracy"] = probe_accuracy(c[tr], shape[tr], c[te], shape[te])
+            out.append(figures)
+        return out
+
+    @torch.no_grad()
+    def probe(self, model: torch.nn.Module) -> float:
+        """metric/probe_accuracy of a dataset with labels: μ of PROBE_TRAIN train and
+        PROBE_TEST test images (fixed seed), then raywae.metrics.probe."""
+        table = self.ds.training_table()
+        tr, te = probe_rows(len(table.train), len(table.test))
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+
+        def codes(index: np.ndarray) -> np.ndarray:
+            batches = [table.rows[index[s : s + 2048]] for s in range(0, len(index), 2048)]
+            x = (torch.as_tensor(b, dtype=torch.float32, device=device) for b in batches)
+            return torch.cat([model.encode(b)[0].float().cpu() for b in x]).numpy()
+
+        try:
+            train_codes, test_codes = codes(table.train[tr]), codes(table.test[te])
+        finally:
+            model.train(was_training)
+        labels = self.ds.train_labels[tr], self.ds.test_labels[te]
+        return probe_accuracy(train_codes, labels[0], test_codes, labels[1])
 
     def metric_grid(self) -> FactorGrid:
         """The grid the metrics use: the data's grid, or its subgrid metrics.grid_subsample

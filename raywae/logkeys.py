@@ -18,6 +18,9 @@ STEP, DONE, MEMBERS = "step", "done", "members"
 FAILED = "raywae_failed"  # a model's report key: it ended on a deterministic failure
 # metric/<key> on lines (raywae.metrics.interpolation)
 INTERPOLATION = ("interp_mean_distance", "interp_smoothness", "interp_smoothness_strict")
+GT_INTERPOLATION = ("gt_interp_distance", "gt_interp_monotone")  # metric/<key> on dSprites
+PROBE = "metric/probe_accuracy"
+LABELLED = ("dsprites", "mnist", "lines")  # datasets with class labels (the probe)
 # metric/<key> of each extra metric (raywae.metrics.report: a key named as its metric stands
 # alone, the others under the metric's name).
 EXTRA = {
@@ -46,6 +49,7 @@ def reported(cfg: Config) -> set[str]:
     terms = (*families.terms(cfg.objective.name, cfg.objective.acai), "lr")
     keys = {f"train/{t}" for t in terms} | {"time/imgs_per_s", "time/final_eval_s"}
     keys |= {f"test/{k}{s}" for k in ("recon", "recon_mean") for s in ("", "_5k")}
+    keys |= {PROBE} if cfg.data.dataset in LABELLED else set()
     if cfg.data.dataset != "dsprites":  # no factor grid: no disentanglement metrics
         return keys | (
             {f"metric/{k}" for k in INTERPOLATION} if cfg.data.dataset == "lines" else set()
@@ -54,6 +58,7 @@ def reported(cfg: Config) -> set[str]:
         base = f"metric/beta_vae_{factors}"
         keys |= {base, f"{base}/eval"}
         keys |= {f"{base}{e}/run{i}" for e in ("", "/eval") for i in range(cfg.metrics.runs)}
+    keys |= {f"metric/{k}" for k in GT_INTERPOLATION}
     return keys | {f"metric/{k}" for name in cfg.metrics.extra for k in EXTRA[name]}
 
 

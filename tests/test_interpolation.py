@@ -417,7 +417,12 @@ def test_mnist_run_writes_interpolation_strips(tmp_path: Path):
     cfg = from_dict({**to_dict(cfg), "data": {"dataset": "mnist", "path": str(tmp_path)}})
     exp = Experiment(cfg, progress=False)
     results = {**exp.trainer.run()[0], **exp.final()[0]}
-    assert not any(k.startswith("metric/") for k in results)
+    # no lines metrics on MNIST; the probe on its digit labels
+    assert {k for k in results if k.startswith("metric/")} == {"metric/probe_accuracy"}
+    assert {k for k in results if "/" in k} == reported(cfg) - {
+        "test/recon_5k",
+        "test/recon_mean_5k",
+    }
     paths = exp.write_outputs(0, tmp_path / "out", results, weights=False)
     assert tmp_path / "out" / "interpolation.png" in paths
 

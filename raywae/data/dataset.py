@@ -30,6 +30,9 @@ class Dataset(Protocol):
 
     name: str  # "dsprites", "lines", "mnist"
     grid: FactorGrid | None  # the ground-truth factor grid; None: no disentanglement metrics
+    # class labels of the train / test rows of training_table() (MNIST's digits), or None
+    train_labels: np.ndarray | None
+    test_labels: np.ndarray | None
 
     def training_table(self) -> Table: ...
 

@@ -135,6 +135,7 @@ class DSprites:
     """
 
     name = "dsprites"
+    train_labels = test_labels = None  # its labels are the grid's factors (metric grid)
 
     def __init__(
         self, grid: FactorGrid, bits: np.ndarray, source: str, fingerprint: str, origin: str

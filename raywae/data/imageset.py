@@ -15,7 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from raywae.data.dataset import Table
-from raywae.data.lines import LINES_TEST, LINES_TRAIN, draw_angles, lines_split, render_lines
+from raywae.data.lines import (
+    LINES_TEST,
+    LINES_TRAIN,
+    draw_angles,
+    line_labels,
+    lines_split,
+    render_lines,
+)
 from raywae.data.mnist import load_mnist
 
 MNIST_PAD = 2  # 28×28 digits centred on a 32×32 canvas, as the ACAI paper's mnist32
@@ -28,7 +35,10 @@ class ImageSet:
     test_angles: the lines benchmark's test angles (None for other datasets).
     fresh: U[0, 1) draws (k,) -> (k, side²) float32 training images: a procedural training
     distribution, each batch drawn fresh (the lines benchmark's default) instead of rows of
-    `train`."""
+    `train`.
+    train_labels, test_labels: (n_train,), (n_test,) int class labels (MNIST: the digit;
+    lines: the paper's 10 angle classes of the fixed train and the test lines), or None:
+    what metric/probe_accuracy classifies."""
 
     name: str
     side: int
@@ -36,6 +46,8 @@ class ImageSet:
     test: np.ndarray
     test_angles: np.ndarray | None = None
     fresh: Callable[[np.ndarray], np.ndarray] | None = None
+    train_labels: np.ndarray | None = None
+    test_labels: np.ndarray | None = None
     grid = None  # no ground-truth factor grid
 
     def table(self) -> np.ndarray:
@@ -101,11 +113,15 @@ def fresh_lines(u: np.ndarray) -> np.ndarray:
 def lines_set(n_train: int = LINES_TRAIN, n_test: int = LINES_TEST, fresh: bool = True) -> ImageSet:
     """The lines benchmark (PROTOCOL §9), its [−1, 1] pixels mapped to [0, 1]: the seeded
     test lines, the fixed train set and (fresh) each training batch drawn anew, as the
-    paper trains (smaller sizes for tests)."""
+    paper trains (smaller sizes for tests); labels: the paper's angle classes (the probe
+    trains on the fixed set's codes)."""
     train, test = lines_split(n_train, n_test)
     images = line_pixels(test)
     side = int(round(images.shape[1] ** 0.5))
-    return ImageSet("lines", side, line_pixels(train), images, test, fresh_lines if fresh else None)
+    return ImageSet(
+        "lines", side, line_pixels(train), images, test, fresh_lines if fresh else None,
+        line_labels(train), line_labels(test),
+    )  # fmt: skip
 
 
 def mnist_set(directory: Path | None = None) -> ImageSet:
@@ -117,4 +133,6 @@ def mnist_set(directory: Path | None = None) -> ImageSet:
         return (x / 255.0).reshape(len(images), -1)
 
     side = 28 + 2 * MNIST_PAD
-    return ImageSet("mnist", side, flat(arrays["train_images"]), flat(arrays["test_images"]))
+    train, test = flat(arrays["train_images"]), flat(arrays["test_images"])
+    labels = {k: arrays[k].astype(np.int64) for k in ("train_labels", "test_labels")}
+    return ImageSet("mnist", side, train, test, **labels)

@@ -132,8 +132,10 @@ class Experiment:
         """PROTOCOL §6-§9 for each active model: test/recon and test/recon_mean over the whole
         test split, then (with a factor grid) one code table per model from one encoding pass
         over the grid (or its metrics.grid_subsample subgrid) -> Higgins on 4 and 5 factors
-        and the extra metrics in one batched fit (report_many), or (lines) the interpolation
-        metrics; time/final_eval_s (the shared passes split evenly)."""
+        and the extra metrics in one batched fit (report_many), the ground-truth
+        interpolation score and the shape probe (grid_figures); or (lines) the interpolation
+        metrics; the probe on a dataset with labels (MNIST, lines); time/final_eval_s (the
+        shared passes split evenly)."""
         start, m, active = time.perf_counter(), self.cfg.metrics, self.trainer.active
         out = {i: self.trainer.evaluate(progress=self.progress, member=i) for i in active}
         if self.ds.grid is not None:

@@ -1,6 +1,7 @@
 """The ground-truth interpolation score (raywae.metrics.gt_interpolation) on a small
-procedural subgrid: the pruned nearest search equals brute force, a decoder that draws the
-true factor path scores 0 / 1, a cross-fade scores worse, and detours are not monotone."""
+procedural subgrid: the run-length distances and the nearest search equal brute force, a
+decoder that draws the true factor path scores 0 / 1, a cross-fade scores worse, and
+detours are not monotone."""
 
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ def test_nearest_equals_brute_force(images):
     a, b = unpack(images, rng.choice(n, 4)), unpack(images, rng.choice(n, 4))
     fade = 0.5 * a + 0.5 * b
     blurry = np.full((2, 64, 64), 0.05)
-    noise = rng.uniform(0, 1, (2, 64, 64))  # every image nearly as far: no pruning
+    noise = rng.uniform(0, 1, (2, 64, 64))  # every image nearly as far
     grey = 0.5 + rng.normal(0, 0.01, (2, 64, 64))  # an untrained decoder's: near-ties
     frames = np.concatenate([exact, noisy, fade, blurry, noise, grey])
     index, dist = images.nearest(frames.reshape(len(frames), -1), chunk=1000)

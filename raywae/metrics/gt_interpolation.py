@@ -209,7 +209,7 @@ class GridImages:
         h = torch.zeros(0, dtype=torch.float64)
         for s in range(0, len(self), chunk):
             t = _up(low + slack)  # ≥ h* (low is some image's h within δ)
-            p32[SHIFT] = torch.where(dense, math.inf, -t)  # a dense frame: no candidates
+            p32[SHIFT] = torch.where(dense, 1e30, -t)  # a dense frame: no candidates (finite)
             z = self._products(p32, s, min(s + chunk, len(self)))  # (n, M) float32 h − t
             rows = torch.nonzero(z.amin(1) <= delta.max())[:, 0]
             keep = z[rows] <= delta

@@ -1,6 +1,7 @@
 """The ground-truth interpolation score (raywae.metrics.gt_interpolation) on a small
-procedural subgrid: the pruned nearest search equals brute force, a decoder that draws the
-true factor path scores 0 / 1, a cross-fade scores worse, and detours are not monotone."""
+procedural subgrid: the run-length distances and the nearest search equal brute force, a
+decoder that draws the true factor path scores 0 / 1, a cross-fade scores worse, and
+detours are not monotone."""
 
 from __future__ import annotations
 
@@ -85,13 +86,37 @@ def test_nearest_equals_brute_force(images):
     a, b = unpack(images, rng.choice(n, 4)), unpack(images, rng.choice(n, 4))
     fade = 0.5 * a + 0.5 * b
     blurry = np.full((2, 64, 64), 0.05)
-    noise = rng.uniform(0, 1, (2, 64, 64))  # every image nearly as far: no pruning
-    frames = np.concatenate([exact, noisy, fade, blurry, noise])
-    index, dist = images.nearest(frames.reshape(len(frames), -1), group=5)
+    noise = rng.uniform(0, 1, (2, 64, 64))  # every image nearly as far
+    grey = 0.5 + rng.normal(0, 0.01, (2, 64, 64))  # an untrained decoder's: near-ties
+    frames = np.concatenate([exact, noisy, fade, blurry, noise, grey])
+    index, dist = images.nearest(frames.reshape(len(frames), -1), chunk=1000)
     want_index, want_dist = brute_force(frames, images.packed)
     np.testing.assert_allclose(dist, want_dist, rtol=1e-9, atol=1e-6)
     np.testing.assert_array_equal(index, want_index)
     assert (dist[:6] == 0).all()
+
+
+def test_run_length_product_equals_brute_force(images):
+    rng = np.random.default_rng(1)
+    n = len(images)
+    g = np.unpackbits(images.packed, axis=1).astype(np.float64)  # (n, 4096)
+    steps = np.diff(g.reshape(n, 64, 64), axis=2, prepend=0, append=0)  # run ends
+    assert images.most == np.abs(steps).sum((1, 2)).max()
+    exact = g[rng.choice(n, 3)]
+    noisy = np.clip(exact + rng.normal(0, 0.2, exact.shape), 0, 1)
+    fade = 0.5 * g[rng.choice(n, 3)] + 0.5 * g[rng.choice(n, 3)]
+    half = np.full((1, 4096), 0.5)
+    frames = np.concatenate([exact, noisy, fade, half])
+    dist = images.distances(frames).numpy()  # (n, M)
+    want = (frames**2).sum(1)[None] - 2 * g @ frames.T + g.sum(1)[:, None]
+    np.testing.assert_allclose(dist, want, rtol=1e-12, atol=1e-9)
+    binary = [0, 1, 2, 6, 7, 8, 9]  # pixels of 0, 0.5 and 1: exact in float64
+    np.testing.assert_array_equal(dist[:, binary], want[:, binary])
+    part = images.distances(frames, 100, 2100).numpy()
+    np.testing.assert_array_equal(part, dist[100:2100])
+    # constant 0.5: every image at the same distance, the lowest index wins
+    index, dist = images.nearest(half, chunk=777)
+    assert index.tolist() == [0] and dist.tolist() == [1024.0]
 
 
 def test_exact_decoder_on_the_true_path_scores_zero_and_monotone(small_ds, images, pairs):

@@ -2,13 +2,14 @@
 that differ in one factor, each matched to its exact nearest grid image (issue 19 item 4).
 
 Pure pieces: `choose_pairs` (which images to interpolate), `GridImages.nearest` (an exact
-nearest-neighbour search over packed binary images, pruned by block-sum lower bounds) and
+nearest-neighbour search over binary images stored as row runs) and
 `score_paths` (distance and monotonicity). `gt_interpolation` joins them for one model.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,7 +17,6 @@ import numpy as np
 import torch
 
 from raywae.data.grid import FactorGrid
-from raywae.metrics.codes import sparse_images
 
 FACTORS = ("shape", "scale", "orientation", "posX", "posY")  # the varied factor of a pair
 PAIRS_PER_FACTOR = 8
@@ -79,117 +79,211 @@ def _wrap(angle: np.ndarray) -> np.ndarray:
     return math.pi - np.mod(math.pi - angle, 2 * math.pi)
 
 
+# A byte of 8 pixels (MSB first) and the pixel before it, key = prev·256 + byte ->
+# _STEP[key, k] = pixel k − pixel k−1 ∈ {−1, 0, 1} (pixel −1 = prev): its run transitions.
+_KEY = np.arange(512)
+_PIX = (_KEY[:, None] >> (7 - np.arange(8))) & 1
+_STEP = (_PIX - np.concatenate([_KEY[:, None] >> 8, _PIX[:, :-1]], 1)).astype(np.int8)
+EDGES = SIDE + 1  # row prefix-sum positions 0..64
+SHIFT = SIDE * EDGES  # the run table's extra column
+U32 = 2.0**-24  # float32 unit roundoff
+
+
 @dataclass(frozen=True)
 class GridImages:
-    """Binary images to search (a grid's images, row = flat index) with the block counts the
-    lower bounds need. packed: (N, 512) uint8 np.packbits rows of 64×64 images."""
+    """Binary images to search (a grid's images, row = flat index) as row runs of lit pixels.
+    packed: (N, 512) uint8 np.packbits rows of 64×64 images. The run table is the CSR matrix
+    D (N, 64·65 + 1): D[g, 65·r + c] = g[r, c] − g[r, c−1] (pixels outside unlit; +1 where
+    a run starts, −1 one past its end) and D[g, SHIFT] = 1. For a frame f, with the row
+    prefix sums P[65·r + c] = Σ_{x<c} (f[r, x] − ½) (centred: near-grey frames give small
+    P, so small float32 errors) and P[SHIFT] = −t, a run [a, e) sums to P[e] − P[a], so
+    (D @ P)[g] = Σ_{p lit in g} (½ − f_p) − t = h_g − t, where ||f − g||² = ||f||² + 2h_g
+    (binary g: ||g||² = |g|): ~33 terms per dSprites image (~16 runs) instead of its ~174
+    lit pixels. crow: (N + 1,) int32, col: (nnz,) int32, val: (nnz,) int8 (±1);
+    most: the most run terms of an image."""
 
     packed: np.ndarray
-    counts8: torch.Tensor  # (N, 64) uint8: lit pixels per 8×8 block
-    nnz: torch.Tensor  # (N,) float64: lit pixels per image (= ||g||² for binary g)
-    coarse: torch.Tensor  # (N, 34) float32: [−2·φ16(g), 1, ||φ16(g)||²] (see nearest)
+    crow: np.ndarray
+    col: np.ndarray
+    val: np.ndarray
+    most: int
 
     @classmethod
-    def build(cls, packed: np.ndarray, chunk: int = 65536) -> GridImages:
-        """Counts from the packed bits by byte popcount (a byte is 8 pixels of one row)."""
+    def build(cls, packed: np.ndarray, chunk: int = 131072) -> GridImages:
+        """The run table from the packed bits: only rows with a lit pixel, byte by byte (a
+        byte and the pixel before it -> its transitions, a 512-entry table); a 9th, unlit
+        byte per row closes a run that reaches the right edge."""
         packed = np.ascontiguousarray(packed)
-        counts = np.empty((len(packed), 64), np.uint8)
+        crows, cols, vals, total = [np.zeros(1, np.int64)], [], [], 0
         for s in range(0, len(packed), chunk):
-            pop = _POPCOUNT[packed[s : s + chunk]].reshape(-1, 8, 8, 8)  # (n, R, row, byte)
-            counts[s : s + chunk] = pop.sum(2, dtype=np.uint8).reshape(-1, 64)
-        c = torch.from_numpy(counts)
-        phi = _count_features(_pool16(c), 16)
-        ones = torch.ones(len(c), 1)
-        coarse = torch.cat([-2 * phi, ones, phi.square().sum(1, keepdim=True)], 1)
-        return cls(packed, c, c.sum(1, dtype=torch.float64), coarse)
+            rows = packed[s : s + chunk].reshape(-1, 8)
+            n, at = len(rows) // SIDE, np.flatnonzero(rows.view(np.uint64)[:, 0])  # lit rows
+            b = rows[at].astype(np.uint16)
+            key = np.zeros((len(at), 9), np.uint16)
+            key[:, :8] = b
+            key[:, 1:] |= (b & 1) << 8  # the previous byte's last pixel
+            key = key.reshape(-1)
+            hit = np.flatnonzero((key != 0) & (key != 511))  # (row, byte)s with a transition
+            key, row = key[hit], at[hit // 9]
+            first = ((row % SIDE) * EDGES + 8 * (hit % 9)).astype(np.int32)
+            h, k = np.nonzero(_STEP[key])  # row-major: increasing column within an image
+            image = row[h] // SIDE  # (nnz,) increasing
+            col = np.full(len(h) + n, SHIFT, np.int32)  # each image: its runs, then SHIFT
+            val = np.ones(len(h) + n, np.int8)
+            at = np.arange(len(h)) + image
+            col[at], val[at] = first[h] + k.astype(np.int32), _STEP[key[h], k]
+            crows.append(total + np.searchsorted(image, np.arange(1, n + 1)) + np.arange(1, n + 1))
+            cols.append(col)
+            vals.append(val)
+            total += len(col)
+        crow = np.concatenate(crows).astype(np.int32)
+        most = int(np.diff(crow).max(initial=1)) - 1
+        return cls(packed, crow, np.concatenate(cols), np.concatenate(vals), most)
 
     def __len__(self) -> int:
         return len(self.packed)
 
+    def distances(
+        self, frames: np.ndarray, start: int = 0, stop: int | None = None
+    ) -> torch.Tensor:
+        """frames: (M, 4096) float in [0, 1] -> (stop − start, M) float64 ||f − g||² of the
+        images start..stop from the run table: ||f||² + 2h_g (see the class)."""
+        f = np.asarray(frames, dtype=np.float64).reshape(len(frames), -1)
+        h = self._products(_prefix(f), start, len(self) if stop is None else stop)
+        return h.mul_(2).add_(torch.from_numpy((f * f).sum(1)))
+
+    def _products(
+        self, prefix: torch.Tensor, start: int, stop: int, rows: np.ndarray | None = None
+    ) -> torch.Tensor:
+        """prefix: (64·65 + 1, M) -> (stop − start, M) D[start:stop] @ prefix (or
+        (len(rows), M) D[rows] @ prefix) in prefix's dtype (one sparse × dense product,
+        multithreaded)."""
+        if rows is None:
+            crow = self.crow[start : stop + 1] - self.crow[start]
+            at = slice(self.crow[start], self.crow[stop])
+        else:
+            crow, at = self._gather(rows)
+        with warnings.catch_warnings():  # torch calls sparse CSR "beta"; matmul is all we use
+            warnings.simplefilter("ignore", UserWarning)
+            d = torch.sparse_csr_tensor(
+                torch.from_numpy(crow.astype(np.int32)),
+                torch.from_numpy(self.col[at]),
+                torch.from_numpy(self.val[at]).to(prefix.dtype),
+                (len(crow) - 1, SHIFT + 1),
+            )
+        return d @ prefix
+
+    def _gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n,) image indices -> (crow (n + 1,) int64, positions in col / val) of D[rows]."""
+        start, size = self.crow[rows].astype(np.int64), np.diff(self.crow)[rows]
+        crow = np.zeros(len(rows) + 1, np.int64)
+        np.cumsum(size, out=crow[1:])
+        return crow, np.repeat(start - crow[:-1], size) + np.arange(crow[-1])
+
     def nearest(
-        self, frames: np.ndarray, group: int = FRAMES, top: int = 8
+        self, frames: np.ndarray, chunk: int = 65536, cap: int = 1024
     ) -> tuple[np.ndarray, np.ndarray]:
         """frames: (M, 4096) float in [0, 1] -> (index (M,) int64, distance (M,) float64):
         the image g minimising ||f − g||² (summed squared pixel error; the lowest index
-        among exact ties) and that squared distance. Exact, not approximate:
+        among exact ties) and that squared distance. Exact, not approximate: the argmin of
+        h_g = (D @ P)[g] (the class; t = 0) over every image, all frames at once, `chunk`
+        images at a time:
 
-        lower bound: per b×b block B, with S the block sum and r = ||x_B − mean(x_B)||,
-        ||f_B − g_B||² = (S_f − S_g)²/b² + ||f̃_B − g̃_B||² ≥ (S_f − S_g)²/b² + (r_f − r_g)²,
-        and for binary g, r_g² = S_g − S_g²/b² comes from the count alone. So
-        ||f − g||² ≥ ||φ_b(f) − φ_b(g)||², φ_b = [S/b, r] over the blocks: one GEMM against
-        every image. Per `group` consecutive frames (one interpolation: similar frames
-        share candidates): the `top` images of smallest 16×16 bound per frame, exact -> an
-        upper bound U_f; then the images whose 16×16 bound, then 8×8 bound, is ≤ U_f (+ a
-        float32 rounding margin) get exact distances (a sparse product over their lit
-        pixels)."""
-        f = torch.as_tensor(np.asarray(frames, dtype=np.float64).reshape(len(frames), -1))
-        out = [self._nearest(f[s : s + group], top) for s in range(0, len(f), group)]
-        return torch.cat([i for i, _ in out]).numpy(), torch.cat([d for _, d in out]).numpy()
+        screen: h − t in float32 (half float64's cost) with t = the float32 minimum of h so
+        far + δ_f, a proven bound on the float32 error (see _slack), so that h* ≤ t; every
+        image whose float32 h − t ≤ δ_f is a candidate (the minimiser always is); then h in
+        float64 of the candidates within 2δ_f of the float32 minimum, the lowest (h, index)
+        wins. A frame with more than `cap` candidates (ties by the thousand, e.g. a constant
+        0.5 frame: every image at the same distance) gets h in float64 of every image
+        instead. Distances of the winners: summed pixel by pixel."""
+        f = np.asarray(frames, dtype=np.float64).reshape(len(frames), -1)
+        prefix = _prefix(f)
+        p32, slack = prefix.float(), self._slack(prefix)
+        delta = _up(slack)  # (M,) float32
+        # t from a spread sample of the images first (every k-th: all shapes, scales, ...)
+        p32[SHIFT] = 0.0
+        sample = np.arange(0, len(self), max(1, len(self) // chunk))
+        low = self._products(p32, 0, 0, rows=sample).amin(0).double()  # an image's float32 h
+        dense = torch.zeros(len(f), dtype=torch.bool)
+        g = m = torch.zeros(0, dtype=torch.int64)
+        h = torch.zeros(0, dtype=torch.float64)
+        for s in range(0, len(self), chunk):
+            t = _up(low + slack)  # ≥ h* (low is some image's h within δ)
+            p32[SHIFT] = torch.where(dense, 1e30, -t)  # a dense frame: no candidates (finite)
+            z = self._products(p32, s, min(s + chunk, len(self)))  # (n, M) float32 h − t
+            rows = torch.nonzero(z.amin(1) <= delta.max())[:, 0]
+            keep = z[rows] <= delta
+            if len(rows) > cap and keep.sum() > cap * len(f):  # ties by the thousand: dense
+                dense |= torch.bincount(m, minlength=len(f)) + keep.sum(0) > cap
+                keep[:, dense] = False
+            i, mi = keep.nonzero().T
+            hi = z[rows[i], mi].double() + t[mi].double()  # float32 h, within δ of h
+            low = low.scatter_reduce(0, mi, hi, "amin")
+            g, m, h = torch.cat([g, rows[i] + s]), torch.cat([m, mi]), torch.cat([h, hi])
+            ok = h <= low[m] + 2 * slack[m]  # the candidates as t tightens
+            g, m, h = g[ok], m[ok], h[ok]
+            dense |= torch.bincount(m, minlength=len(f)) > cap
+        ok = ~dense[m]
+        g, m = g[ok].numpy(), m[ok].numpy()
+        h = self._pair_products(g, m, prefix)
+        order = np.lexsort((g, h, m))  # by frame, then h, then index
+        first = order[np.diff(m[order], prepend=-1) != 0]  # each frame's best
+        index = torch.zeros(len(f), dtype=torch.int64)
+        index[m[first]] = torch.from_numpy(g[first])
+        if dense.any():
+            index[dense] = self._dense_nearest(prefix[:, dense], chunk)
+        g = np.unpackbits(self.packed[index.numpy()], axis=1)
+        return index.numpy(), ((f - g) ** 2).sum(1)
 
-    def _nearest(self, f: torch.Tensor, top: int) -> tuple[torch.Tensor, torch.Tensor]:
-        phi16, phi8 = _frame_features(f, 16), _frame_features(f, 8)
-        n16, n8 = phi16.square().sum(1), phi8.square().sum(1)
-        coarse = torch.cat([phi16, n16[:, None], torch.ones(len(f), 1)], 1)  # (M, 34)
-        sq = (f * f).sum(1)
-        lb = coarse @ self.coarse.T  # (M, N) 16×16 bounds
-        # an upper bound per frame from the best few by the coarse bound
-        cand = torch.topk(lb, min(top, lb.shape[1]), dim=1, largest=False).indices
-        cand = cand.sort(1).values  # lowest index first among ties
-        g = torch.from_numpy(np.unpackbits(self.packed[cand.numpy()], axis=-1))
-        d = sq[:, None] - 2 * torch.einsum("mkp,mp->mk", g.to(torch.float64), f)
-        d += self.nnz[cand]
-        j = torch.argmin(d, 1, keepdim=True)
-        best_d, best_i = d.gather(1, j)[:, 0], cand.gather(1, j)[:, 0]
-        # every image whose bounds do not exceed it; float32 rounding of a K-term bound is
-        # < K·2⁻²⁴·2(||φ_f||² + ||φ_g||²): the margins
-        margin = 1e-4 * (n16 + self.coarse[:, -1].max()) + 1e-3
-        keep = lb <= (best_d + margin).float()[:, None]
-        rows = keep.any(0).nonzero()[:, 0]
-        keep = keep[:, rows]
-        g8 = _count_features(self.counts8[rows], 8)
-        margin = 1e-4 * (n8[:, None] + g8.square().sum(1)) + 1e-3
-        keep &= _sqdist(phi8, g8) - margin <= best_d.float()[:, None]
-        used = keep.any(0)
-        rows, keep = rows[used], keep[:, used]
-        d = torch.where(keep, self._exact(rows, f, sq).T, math.inf)  # (M, rows), rows sorted
-        j = torch.argmin(d, 1)
-        dj, ij = d.gather(1, j[:, None])[:, 0], rows[j]
-        better = (dj < best_d) | ((dj == best_d) & (ij < best_i))
-        best_d[better], best_i[better] = dj[better], ij[better]
-        return best_i, best_d.clamp_min(0)
+    def _slack(self, prefix: torch.Tensor) -> torch.Tensor:
+        """prefix: (64·65 + 1, M) float64 -> (M,) float64 δ_f ≥ |float32 (D @ P)[g] − exact|
+        for every image g and every float32 t with |t| ≤ K·R_f(1 + 10⁻⁴), u = 2⁻²⁴, K =
+        self.most, R_f = max |P| of f: then |h| ≤ K·R_f, and t = low + δ stays in range.
+        Rounding P to float32 moves each run term by ≤ u·R_f; the K + 1 terms (±1 · P, t
+        exact) sum in any order within γ_K·Σ|terms| (γ_n = nu/(1 − nu)), Σ|terms| ≤
+        K·R_f(1 + u) + |t|; padded by 1 % (also for float64's own rounding)."""
+        k = self.most
+        r = prefix[:SHIFT].abs().amax(0)
+        gamma = k * U32 / (1 - k * U32)
+        return 1.01 * (k * U32 * r + gamma * k * r * (2 + U32 + 1e-4))
 
-    def _exact(self, rows: torch.Tensor, f: torch.Tensor, sq: torch.Tensor) -> torch.Tensor:
-        """(len(rows), M) float64 ||f_m − g_r||² = ||f||² − 2 Σ_{lit(g)} f + nnz(g)."""
-        g = sparse_images(self.packed[rows.numpy()]).to(torch.float64)
-        return sq[None] - 2 * (g @ f.T) + self.nnz[rows][:, None]
+    def _pair_products(self, g: np.ndarray, m: np.ndarray, prefix: torch.Tensor) -> np.ndarray:
+        """(n,) images g, frames m -> (n,) float64 (D @ prefix)[g, m], pair by pair."""
+        p = prefix.numpy()
+        out = np.zeros(len(g))
+        for s in range(0, len(g), 65536):
+            gs, ms = g[s : s + 65536], m[s : s + 65536]
+            crow, at = self._gather(gs)
+            pair = np.repeat(np.arange(len(gs)), np.diff(crow))
+            terms = self.val[at] * p[self.col[at], ms[pair]]
+            out[s : s + 65536] = np.bincount(pair, terms, len(gs))
+        return out
+
+    def _dense_nearest(self, prefix: torch.Tensor, chunk: int) -> torch.Tensor:
+        """prefix: (64·65 + 1, M') float64 -> (M',) int64 argmin of h in float64 over every
+        image (the lowest index among ties)."""
+        best = torch.full((prefix.shape[1],), math.inf, dtype=torch.float64)
+        index = torch.zeros(prefix.shape[1], dtype=torch.int64)
+        for s in range(0, len(self), chunk):
+            value, at = self._products(prefix, s, min(s + chunk, len(self))).min(0)
+            better = value < best  # strictly: an earlier chunk keeps its ties (min: the first)
+            best[better], index[better] = value[better], at[better] + s
+        return index
 
 
-def _pool16(counts8: torch.Tensor) -> torch.Tensor:
-    """(N, 64) counts of the 8×8 blocks -> (N, 16) counts of the 16×16 blocks."""
-    return counts8.reshape(-1, 4, 2, 4, 2).to(torch.int32).sum((2, 4)).reshape(-1, 16)
+def _prefix(f: np.ndarray) -> torch.Tensor:
+    """(M, 4096) float64 frames -> (64·65 + 1, M) float64 P of GridImages (t = 0)."""
+    p = np.zeros((SHIFT + 1, len(f)))
+    rows = p[:SHIFT].reshape(SIDE, EDGES, len(f))
+    c = f.reshape(len(f), SIDE, SIDE).transpose(1, 2, 0) - 0.5
+    np.cumsum(c, axis=1, out=rows[:, 1:])
+    return torch.from_numpy(p)
 
 
-def _sqdist(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """(M, K), (N, K) float32 -> (M, N) float32 squared Euclidean distances."""
-    return torch.addmm(a.square().sum(1, keepdim=True) + g.square().sum(1), a, g.T, alpha=-2.0)
-
-
-def _frame_features(f: torch.Tensor, b: int) -> torch.Tensor:
-    """(M, 4096) -> (M, 2·(64/b)²) float32 φ_b: block sums / b, then residual norms
-    (numpy: small arrays, no thread start-up per call)."""
-    x = f.numpy().reshape(len(f), SIDE // b, b, SIDE // b, b)
-    s = x.sum((2, 4)).reshape(len(f), -1)
-    r = (x - x.mean((2, 4), keepdims=True)) ** 2
-    r = np.sqrt(r.sum((2, 4)).reshape(len(f), -1))
-    return torch.from_numpy(np.concatenate([s / b, r], 1).astype(np.float32))
-
-
-def _count_features(c: torch.Tensor, b: int) -> torch.Tensor:
-    """(N, (64/b)²) lit counts -> (N, 2·(64/b)²) float32 φ_b of those binary images (a
-    table lookup: a count takes b² + 1 values)."""
-    k = torch.arange(b * b + 1, dtype=torch.float64)
-    table = torch.stack([k / b, (k - k * k / (b * b)).clamp_min(0).sqrt()], 1).float()
-    return table[c.long()].transpose(1, 2).reshape(len(c), -1)
+def _up(x: torch.Tensor) -> torch.Tensor:
+    """float64 -> the smallest float32 ≥ each value."""
+    y = x.float()
+    return torch.where(y.double() < x, torch.nextafter(y, torch.tensor(math.inf)), y)
 
 
 def score_paths(

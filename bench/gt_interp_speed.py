@@ -21,26 +21,8 @@ import torch
 from raywae.config import ModelConfig
 from raywae.data import load_dsprites
 from raywae.images import interpolate
-from raywae.metrics.gt_interpolation import GridImages, choose_pairs, gt_interpolation
+from raywae.metrics.gt_interpolation import GridImages, choose_pairs, gt_interpolation, true_path
 from raywae.models.networks import build_model
-
-
-def true_path(grid, pair, frames=16):  # noqa: ANN001, ANN201 (tests/test_gt_interpolation's)
-    k, a, b = pair
-    ca, cb = grid.classes(np.array([a, b]))
-    t = np.linspace(0, 1, frames)
-    classes = np.repeat(ca[None], frames, 0)
-    if grid.names[k] == "shape":
-        classes[:, k] = np.where(t < 0.5, ca[k], cb[k])
-    elif grid.names[k] == "orientation":
-        theta = grid.values[k]
-        delta = np.pi - np.mod(np.pi - (theta[cb[k]] - theta[ca[k]]), 2 * np.pi)
-        want = theta[ca[k]] + t * delta
-        gap = np.pi - np.mod(np.pi - (want[:, None] - theta[None]), 2 * np.pi)
-        classes[:, k] = np.abs(gap).argmin(1)
-    else:
-        classes[:, k] = np.rint(ca[k] + t * (cb[k] - ca[k])).astype(int)
-    return grid.index(classes)
 
 
 def main() -> None:

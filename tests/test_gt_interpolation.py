@@ -10,7 +10,6 @@ import math
 import numpy as np
 import pytest
 
-from raywae.data.grid import FactorGrid
 from raywae.metrics.gt_interpolation import (
     FACTORS,
     FRAMES,
@@ -19,6 +18,7 @@ from raywae.metrics.gt_interpolation import (
     choose_pairs,
     gt_interpolation,
     score_paths,
+    true_path,
 )
 
 
@@ -39,24 +39,6 @@ def brute_force(frames: np.ndarray, packed: np.ndarray) -> tuple[np.ndarray, np.
     f = frames.reshape(len(frames), -1).astype(np.float64)
     d = (f * f).sum(1)[:, None] - 2 * f @ g.T + g.sum(1)[None]
     return d.argmin(1), d.min(1)
-
-
-def true_path(grid: FactorGrid, pair: tuple[int, int, int], frames: int = FRAMES) -> np.ndarray:
-    """(frames,) flat indices of the grid images along the factor path from a to b."""
-    k, a, b = pair
-    ca, cb = grid.classes(np.array([a, b]))
-    t = np.linspace(0, 1, frames)
-    classes = np.repeat(ca[None], frames, 0)
-    if grid.names[k] == "shape":
-        classes[:, k] = np.where(t < 0.5, ca[k], cb[k])
-    elif grid.names[k] == "orientation":
-        theta = grid.values[k]
-        delta = _wrap(theta[cb[k]] - theta[ca[k]])
-        want = theta[ca[k]] + t * delta
-        classes[:, k] = np.abs(_wrap(want[:, None] - theta[None])).argmin(1)
-    else:
-        classes[:, k] = np.rint(ca[k] + t * (cb[k] - ca[k])).astype(int)
-    return grid.index(classes)
 
 
 def unpack(images: GridImages, index: np.ndarray) -> np.ndarray:

@@ -74,6 +74,26 @@ def _pairs_of(grid: FactorGrid, k: int, starts: np.ndarray) -> tuple[np.ndarray,
     return a[ok], (a + (v - ca) * base)[ok]
 
 
+def true_path(grid: FactorGrid, pair: tuple[int, int, int], frames: int = FRAMES) -> np.ndarray:
+    """(frames,) flat indices of the grid images along a pair's ground-truth factor path from
+    image a to image b (pair: (factor k, a, b)): the varied factor's value at t = 0 … 1 (shape
+    switching at t = ½; orientation along the shorter arc), the other factors a's. What a
+    perfect interpolation decodes (tests, bench/gt_interp_speed.py)."""
+    k, a, b = pair
+    ca, cb = grid.classes(np.array([a, b]))
+    t = np.linspace(0, 1, frames)
+    classes = np.repeat(ca[None], frames, 0)
+    if grid.names[k] == "shape":
+        classes[:, k] = np.where(t < 0.5, ca[k], cb[k])
+    elif grid.names[k] == "orientation":
+        theta = grid.values[k]
+        want = theta[ca[k]] + t * _wrap(theta[cb[k]] - theta[ca[k]])
+        classes[:, k] = np.abs(_wrap(want[:, None] - theta[None])).argmin(1)
+    else:
+        classes[:, k] = np.rint(ca[k] + t * (cb[k] - ca[k])).astype(int)
+    return grid.index(classes)
+
+
 def _wrap(angle: np.ndarray) -> np.ndarray:
     """Angles in radians -> the same angles in (−π, π]."""
     return math.pi - np.mod(math.pi - angle, 2 * math.pi)

@@ -204,19 +204,19 @@ class Experiment:
     def probe(self, model: torch.nn.Module) -> float:
         """metric/probe_accuracy of a dataset with labels: μ of PROBE_TRAIN train and
         PROBE_TEST test images (fixed seed), then raywae.metrics.probe."""
-        table = self.ds.training_table()
-        tr, te = probe_rows(len(table.train), len(table.test))
+        trainer = self.trainer  # its table on the device: trainer.rows(train_index[...])
+        tr, te = probe_rows(len(trainer.train_index), len(trainer.test_index))
         was_training = model.training
         model.eval()
-        device = next(model.parameters()).device
 
-        def codes(index: np.ndarray) -> np.ndarray:
-            batches = [table.rows[index[s : s + 2048]] for s in range(0, len(index), 2048)]
-            x = (torch.as_tensor(b, dtype=torch.float32, device=device) for b in batches)
-            return torch.cat([model.encode(b)[0].float().cpu() for b in x]).numpy()
+        def codes(index: torch.Tensor, at: np.ndarray) -> np.ndarray:
+            rows = index[torch.from_numpy(at).to(index.device)]
+            batches = (trainer.rows(rows[s : s + 2048]) for s in range(0, len(rows), 2048))
+            return torch.cat([model.encode(x)[0].float().cpu() for x in batches]).numpy()
 
         try:
-            train_codes, test_codes = codes(table.train[tr]), codes(table.test[te])
+            train_codes = codes(trainer.train_index, tr)
+            test_codes = codes(trainer.test_index, te)
         finally:
             model.train(was_training)
         labels = self.ds.train_labels[tr], self.ds.test_labels[te]

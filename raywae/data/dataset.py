@@ -30,7 +30,8 @@ class Dataset(Protocol):
 
     name: str  # "dsprites", "lines", "mnist"
     grid: FactorGrid | None  # the ground-truth factor grid; None: no disentanglement metrics
-    # class labels of the train / test rows of training_table() (MNIST's digits), or None
+    # class labels of the train / test rows of training_table() (MNIST's digits, the lines'
+    # angle classes), or None
     train_labels: np.ndarray | None
     test_labels: np.ndarray | None
 

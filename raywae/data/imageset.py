@@ -16,6 +16,7 @@ import numpy as np
 
 from raywae.data.dataset import Table
 from raywae.data.lines import (
+    LINE_SIDE,
     LINES_TEST,
     LINES_TRAIN,
     draw_angles,
@@ -116,11 +117,9 @@ def lines_set(n_train: int = LINES_TRAIN, n_test: int = LINES_TEST, fresh: bool 
     paper trains (smaller sizes for tests); labels: the paper's angle classes (the probe
     trains on the fixed set's codes)."""
     train, test = lines_split(n_train, n_test)
-    images = line_pixels(test)
-    side = int(round(images.shape[1] ** 0.5))
     return ImageSet(
-        "lines", side, line_pixels(train), images, test, fresh_lines if fresh else None,
-        line_labels(train), line_labels(test),
+        "lines", LINE_SIDE, line_pixels(train), line_pixels(test), test,
+        fresh_lines if fresh else None, line_labels(train), line_labels(test),
     )  # fmt: skip
 
 

@@ -37,14 +37,17 @@ def sparse_images(packed: np.ndarray) -> torch.Tensor:
     flat = ((nonzero * 8)[:, None] + np.arange(8))[lit]  # flat pixel indices, increasing
     pixels = width * 8
     crow = np.searchsorted(flat, np.arange(0, n * pixels + 1, pixels))
-    with warnings.catch_warnings():  # torch calls sparse CSR "beta"; matmul is all we use
+    return csr(torch.from_numpy(crow), torch.from_numpy(flat % pixels), torch.ones(len(flat)),
+               (n, pixels))  # fmt: skip
+
+
+def csr(
+    crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]
+) -> torch.Tensor:
+    """torch.sparse_csr_tensor without its "beta" warning (matmul is all raywae uses)."""
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(
-            torch.from_numpy(crow),
-            torch.from_numpy(flat % pixels),
-            torch.ones(len(flat)),
-            (n, pixels),
-        )
+        return torch.sparse_csr_tensor(crow, col, values, shape)
 
 
 def rows_in(grid: FactorGrid, parent: FactorGrid) -> np.ndarray:

@@ -9,7 +9,6 @@ nearest-neighbour search over binary images stored as row runs) and
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from raywae.data.grid import FactorGrid
+from raywae.metrics.codes import csr
 
 FACTORS = ("shape", "scale", "orientation", "posX", "posY")  # the varied factor of a pair
 PAIRS_PER_FACTOR = 8
@@ -183,14 +183,12 @@ class GridImages:
             at = slice(self.crow[start], self.crow[stop])
         else:
             crow, at = self._gather(rows)
-        with warnings.catch_warnings():  # torch calls sparse CSR "beta"; matmul is all we use
-            warnings.simplefilter("ignore", UserWarning)
-            d = torch.sparse_csr_tensor(
-                torch.from_numpy(crow.astype(np.int32)),
-                torch.from_numpy(self.col[at]),
-                torch.from_numpy(self.val[at]).to(prefix.dtype),
-                (len(crow) - 1, SHIFT + 1),
-            )
+        d = csr(
+            torch.from_numpy(crow.astype(np.int32)),
+            torch.from_numpy(self.col[at]),
+            torch.from_numpy(self.val[at]).to(prefix.dtype),
+            (len(crow) - 1, SHIFT + 1),
+        )
         return d @ prefix
 
     def _gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from ray.cluster_utils import Cluster
 
 from raywae.search_space import load
-from raywae.sweep import SweepError, check_cluster
+from raywae.tune.preflight import SweepError, check_cluster
 from tests.test_sweep import TINY, write_space
 
 # Long enough that trials overlap and one is mid-training when its node goes (~10 s each).

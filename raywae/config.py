@@ -160,6 +160,10 @@ class TrainConfig:
     lr_milestones: tuple[float, ...] = (0.25, 0.5, 0.75)
     lr_decay: tuple[float, ...] = (0.7, 0.3, 0.1)
     report_every: int = 1000
+    # A Tune trial's checkpoint (weights and Adam state: ~170 MB for the paper network, R times
+    # that for a pack) every this many steps, at a report; 0: at every report. Schedulers want
+    # frequent cheap reports; PBT needs a checkpoint at its perturbation interval.
+    checkpoint_every: int = 0
     eval_batch_size: int = 1000
     device: str = "auto"
     # The training losses in fp32, or under bf16 autocast (the GEMMs in bf16 where the device
@@ -177,23 +181,56 @@ class TrainConfig:
         check(list(m) == sorted(m), "lr_milestones", "must be increasing")
         check(all(f > 0 for f in g), "lr_decay", "factors must be > 0")
         check(self.report_every >= 1, "report_every", "must be >= 1")
+        check(
+            self.checkpoint_every >= 0 and self.checkpoint_every % self.report_every == 0,
+            "checkpoint_every",
+            f"0 (every report) or a multiple of report_every ({self.report_every}), "
+            f"got {self.checkpoint_every}",
+        )
         check(self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1")
         dev = re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device)
         check(dev is not None, "device", f"auto, cpu, mps, cuda or cuda:N; got {self.device!r}")
 
 
 @dataclass(frozen=True)
+class ProxyConfig:
+    """The Higgins score's cheap estimate during training (proxy/beta_vae_4, proxy/beta_vae_5):
+    the same metric on the metric grid's subgrid `grid_subsample` (on top of
+    metrics.grid_subsample), `points` labelled points of `pairs` pairs, one linear softmax
+    classifier trained `steps` full-batch Adagrad steps; the points are fixed per model (its
+    seed), so a model's curve moves with its codes, not with resampled points. Defaults and
+    their measured cost and agreement with the final score: README, "Scores during training"."""
+
+    grid_subsample: dict[str, int] = field(
+        default_factory=lambda: {"orientation": 4, "posX": 4, "posY": 4}
+    )
+    points: int = 2000
+    pairs: int = 30
+    steps: int = 5000
+
+    def __post_init__(self) -> None:
+        _check_steps(self.grid_subsample, "grid_subsample")
+        for key in ("points", "pairs", "steps"):
+            check(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     """Settings carried to raywae.metrics (PROTOCOL §7–8). grid_subsample: factor -> step of
-    the grid the code table is encoded on, on top of data.subgrid ({} = every image)."""
+    the grid the code table is encoded on, on top of data.subgrid ({} = every image).
+    every: report the proxies (`proxy`) every this many training steps (0: never; a multiple
+    of train.report_every), and at the last step."""
 
     preset: Literal["rubenstein2018", "disentanglement_lib"] = "rubenstein2018"
     runs: int = 3
     extra: tuple[str, ...] = ()
     grid_subsample: dict[str, int] = field(default_factory=dict)
+    every: int = 0
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
 
     def __post_init__(self) -> None:
         check(self.runs >= 1, "runs", f"must be >= 1, got {self.runs}")
+        check(self.every >= 0, "every", f"must be >= 0, got {self.every}")
         for i, name in enumerate(self.extra):
             check(name in EXTRA_METRICS, f"extra[{i}]", f"{name!r} not in {EXTRA_METRICS}")
         check(len(set(self.extra)) == len(self.extra), "extra", "lists a metric twice")
@@ -224,6 +261,13 @@ class Config:
             )
         if self.objective.acai > 0:
             check(self.model.arch == "conv32", "objective.acai", "the ACAI critic needs conv32")
+        every, report = self.metrics.every, self.train.report_every
+        check(
+            every % report == 0,
+            "metrics.every",
+            f"proxies are computed at reports: a multiple of train.report_every ({report}), "
+            f"got {every}",
+        )
         small = self.data.dataset != "dsprites"
         check(
             small == (self.model.arch == "conv32"),
@@ -442,20 +486,22 @@ def override(cfg: Config, flat: Mapping[str, Any], source: str = "<overrides>") 
 
 
 def flatten(cfg: Config) -> dict[str, Any]:
-    """Dotted key -> scalar (for MLflow params): tuples become "a,b,c", dicts "k=v,k=v"
-    (sorted by key, "" when empty); None stays None."""
-
-    def scalar(v: Any) -> Any:
-        if isinstance(v, list):
-            return ",".join(str(x) for x in v)
-        if isinstance(v, dict):
-            return ",".join(f"{k}={v[k]}" for k in sorted(v))
-        return v
-
+    """Dotted key -> scalar (for MLflow params), nested sections by their path
+    (`metrics.proxy.points`): tuples become "a,b,c", dicts "k=v,k=v" (sorted by key, "" when
+    empty); None stays None."""
     out: dict[str, Any] = {}
-    for name, value in to_dict(cfg).items():
-        if isinstance(value, dict):
-            out.update({f"{name}.{k}": scalar(v) for k, v in value.items()})
-        else:
-            out[name] = value
+
+    def walk(obj: Any, prefix: str) -> None:
+        for f in dataclasses.fields(obj):
+            value, key = getattr(obj, f.name), f"{prefix}{f.name}"
+            if dataclasses.is_dataclass(value):
+                walk(value, f"{key}.")
+            elif isinstance(value, tuple):
+                out[key] = ",".join(str(x) for x in value)
+            elif isinstance(value, dict):
+                out[key] = ",".join(f"{k}={value[k]}" for k in sorted(value))
+            else:
+                out[key] = value
+
+    walk(cfg, "")
     return out

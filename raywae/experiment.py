@@ -55,10 +55,11 @@ from raywae.metrics.codes import rows_in
 from raywae.metrics.gt_interpolation import FRAMES, GridImages, choose_pairs, gt_interpolation
 from raywae.metrics.interpolation import LINES_FRAMES, LINES_INTERPOLATIONS, interpolation_metrics
 from raywae.metrics.probe import probe_accuracy, probe_rows
+from raywae.metrics.proxy import higgins_proxy, proxy_grid
 from raywae.progress import Bar
 from raywae.train import Logs, NonFiniteLossError, Trainer
 
-PROGRESS_EVAL_IMAGES = 5000  # test/recon_5k during training: the first 5,000 test images
+PROGRESS_EVAL_IMAGES = 5000  # proxy/recon during training: the first 5,000 test images
 SHOWN_IMAGES = 8  # the test images of reconstructions.png and of Figure 2
 STRIPS = 4  # interpolation.png: the first 4 interpolation pairs
 EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
@@ -114,24 +115,48 @@ class Experiment:
     def train(self, report: Callable[[Logs], None]) -> Logs:
         """Train to cfg.train.steps. Every train.report_every steps but the last, report(logs)
         gets each active model's window logs (train/ and time/ logs, `step`) with
-        test/recon_5k and test/recon_mean_5k (its first 5,000 test images) and, on lines,
-        the interpolation metrics (progress_figures). Returns each
-        active model's last window logs (the final report is the caller's, with `final()`).
-        Raises NonFiniteLossError when every model has failed."""
+        proxy/recon and proxy/recon_mean (its first 5,000 test images), on lines the
+        interpolation metrics (progress_figures), and every metrics.every steps the Higgins
+        proxies (`proxies`). Returns each active model's last window logs (the final report
+        is the caller's, with `final()`). Raises NonFiniteLossError when every model has
+        failed."""
+        every = self.cfg.metrics.every
 
         def window(trainer: Trainer, logs: Logs) -> None:
             if not self.done:
-                report({i: {**v, **self.progress_figures(i)} for i, v in logs.items()})
+                due = every > 0 and trainer.step % every == 0
+                proxies = self.proxies() if due else {}
+                report(
+                    {
+                        i: {**v, **self.progress_figures(i), **proxies.get(i, {})}
+                        for i, v in logs.items()
+                    }
+                )
 
         logs = self.trainer.run(callback=window, progress=self.progress is True)
         return logs or {i: {"step": self.trainer.step} for i in self.trainer.active}
 
     def progress_figures(self, i: int = 0) -> dict[str, float]:
-        """Model i's test/recon on the first PROGRESS_EVAL_IMAGES test images (own keys) and,
-        on lines, the interpolation metrics (their curve, as the paper logs them)."""
+        """Model i's test/recon and test/recon_mean on the first PROGRESS_EVAL_IMAGES test
+        images as proxy/recon and proxy/recon_mean and, on lines, the interpolation metrics
+        (their curve, as the paper logs them)."""
         figures = self.trainer.evaluate(PROGRESS_EVAL_IMAGES, progress=False, member=i)
-        out = {f"{k}_5k": v for k, v in figures.items()}
+        out = {k.replace("test/", "proxy/"): v for k, v in figures.items()}
         return out | self.lines_metrics(i) if self.ds.name == "lines" else out
+
+    def proxies(self) -> dict[int, dict[str, float]]:
+        """proxy/beta_vae_4 and proxy/beta_vae_5 of each active model (raywae.metrics.proxy:
+        one encoding pass over the proxy grid for all of them, every classifier in one fit),
+        and time/proxy_s, the pass's seconds per model; {} without a factor grid."""
+        if self.ds.grid is None:
+            return {}
+        start, active = time.perf_counter(), self.trainer.active
+        grid = proxy_grid(self.metric_grid(), self.cfg.metrics)
+        codes = self.trainer.code_tables(grid)
+        seeds = [self.cfgs[i].seed for i in active]
+        scores = higgins_proxy(list(codes), grid, seeds, self.cfg.metrics, self.trainer.device)
+        cost = (time.perf_counter() - start) / len(active)
+        return {i: {**s, "time/proxy_s": cost} for i, s in zip(active, scores)}
 
     def lines_metrics(self, i: int) -> dict[str, float]:
         """PROTOCOL §9 for model i: the paper's 256 interpolations × 16 frames between test
@@ -173,6 +198,11 @@ class Experiment:
         if self.ds.train_labels is not None:
             for i in active:
                 out[i]["metric/probe_accuracy"] = self.probe(self.trainer.member_model(i))
+        if m.every > 0:  # the proxies' last point, beside the scores they estimate
+            proxies = self.proxies()
+            for i in active:
+                out[i] |= self.progress_figures(i) | proxies.get(i, {})
+                out[i].pop("time/proxy_s", None)
         shared = (time.perf_counter() - start) / max(len(active), 1)
         return {i: {**figures, "time/final_eval_s": shared} for i, figures in out.items()}
 
@@ -346,7 +376,7 @@ def run(cfg: Config, out: Path, resume: bool = False) -> dict[str, float]:
 
 
 def _line(logs: dict[str, Any]) -> str:
-    keys = ("train/loss", "test/recon_5k", "test/recon", "metric/beta_vae_4", "metric/beta_vae_5")
+    keys = ("train/loss", "proxy/recon", "test/recon", "metric/beta_vae_4", "metric/beta_vae_5")
     keys += tuple(f"metric/{k}" for k in INTERPOLATION)
     figures = ", ".join(f"{k} {logs[k]:.4g}" for k in keys if k in logs)
     return f"step {int(logs.get('step', 0))}: {figures}"

@@ -26,7 +26,7 @@ from ray import tune
 import raywae
 from raywae.checkpoint import CONFIG_FILE, artifact_folder
 from raywae.config import flatten, to_dict
-from raywae.logkeys import DONE, FAILED, split_report
+from raywae.logkeys import DONE, FAILED, LOGGED, split_report
 from raywae.search_space import SweepSpec
 
 TRIAL_TAG = "raywae.trial_id"
@@ -37,7 +37,6 @@ ORPHANED = (
     "its trial started after Tune last saved the sweep, and the driver was killed: "
     "the resumed sweep ran a new trial in its place"
 )
-LOGGED_PREFIXES = ("train/", "test/", "metric/", "time/")
 
 
 def default_tracking_uri(root: Path | None = None) -> str:
@@ -255,7 +254,7 @@ class MLflowCallback(tune.Callback):
             metrics = [
                 Metric(k, float(v), now, step)
                 for k, v in logs.items()
-                if k.startswith(LOGGED_PREFIXES) and isinstance(v, int | float)
+                if k.startswith(LOGGED) and isinstance(v, int | float)
             ]
             context = ("node_ip", "node_id", "gpu_ids", "device")
             tags = [RunTag(f"raywae.{k}", str(logs[k])) for k in context if k in logs]

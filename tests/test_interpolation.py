@@ -420,8 +420,8 @@ def test_mnist_run_writes_interpolation_strips(tmp_path: Path):
     # no lines metrics on MNIST; the probe on its digit labels
     assert {k for k in results if k.startswith("metric/")} == {"metric/probe_accuracy"}
     assert {k for k in results if "/" in k} == reported(cfg) - {
-        "test/recon_5k",
-        "test/recon_mean_5k",
+        "proxy/recon",
+        "proxy/recon_mean",
     }
     paths = exp.write_outputs(0, tmp_path / "out", results, weights=False)
     assert tmp_path / "out" / "interpolation.png" in paths
@@ -535,7 +535,7 @@ def test_lines_run_reports_its_keys(lines: ImageSet, tmp_path: Path):
     exp = Experiment(cfg, lines, progress=False)
     logs = exp.trainer.run()[0]
     results = {**logs, **exp.final()[0]}
-    results |= {f"{k}_5k": v for k, v in exp.trainer.evaluate(64).items()}
+    results |= exp.progress_figures(0)
     keys = {k for k in results if "/" in k}
     assert keys == reported(cfg)
     assert 0 <= results["metric/interp_mean_distance"] <= 2

@@ -152,7 +152,7 @@ def test_pack_experiment_figures_and_files_equal_solo_experiments(small_ds, tmp_
         solo_exp.train(solo_reports.append)
         for mine, theirs in zip((r[m] for r in reports), (r[0] for r in solo_reports), strict=True):
             assert mine.keys() == theirs.keys()
-            for key in ("train/loss", "test/recon_5k", "step"):
+            for key in ("train/loss", "proxy/recon", "step"):
                 assert mine[key] == pytest.approx(theirs[key], rel=1e-4), key
         (alone,) = solo_exp.final().values()
         assert finals[m].keys() == alone.keys()

@@ -20,11 +20,14 @@ from __future__ import annotations
 import math
 import pickle
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+if TYPE_CHECKING:
+    from ray.tune.execution.tune_controller import TuneController
 
 Setting = Hashable
 
@@ -202,19 +205,21 @@ class MultiObjectiveASHA(FIFOScheduler):
 
     # -- trial events ----------------------------------------------------------------------
 
-    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+    def on_trial_add(self, tune_controller: TuneController, trial: Trial) -> None:
         self._setting_of[trial.trial_id] = self.setting(trial.config)
 
-    def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
+    def on_trial_error(self, tune_controller: TuneController, trial: Trial) -> None:
         self._leave(tune_controller, trial)
 
-    def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
+    def on_trial_complete(
+        self, tune_controller: TuneController, trial: Trial, result: dict
+    ) -> None:
         self._leave(tune_controller, trial)
 
-    def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
+    def on_trial_remove(self, tune_controller: TuneController, trial: Trial) -> None:
         self._leave(tune_controller, trial)
 
-    def _leave(self, tune_controller: Any, trial: Trial) -> None:
+    def _leave(self, tune_controller: TuneController, trial: Trial) -> None:
         """A trial ended: siblings waiting at a rung it never reached stop waiting for it."""
         tid = trial.trial_id
         self._ended.add(tid)
@@ -225,7 +230,7 @@ class MultiObjectiveASHA(FIFOScheduler):
                 if self._complete(r, setting):
                     self._decide(tune_controller, r, setting)
 
-    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
+    def on_trial_result(self, tune_controller: TuneController, trial: Trial, result: dict) -> str:
         tid = trial.trial_id
         self._ended.discard(tid)  # a retried trial is live again
         self._paused_at.pop(tid, None)
@@ -263,7 +268,7 @@ class MultiObjectiveASHA(FIFOScheduler):
         return len(recorded) >= self.replicates - gone
 
     def _decide(
-        self, tune_controller: Any, r: int, setting: Setting, arriving: str | None = None
+        self, tune_controller: TuneController, r: int, setting: Setting, arriving: str | None = None
     ) -> None:
         """Rank the complete settings at rung r; promote or stop `setting` and its paused
         replicates (the arriving trial gets its answer from on_trial_result)."""
@@ -295,7 +300,7 @@ class MultiObjectiveASHA(FIFOScheduler):
             if tid in trials:
                 tune_controller.stop_trial(trials[tid])
 
-    def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
+    def choose_trial_to_run(self, tune_controller: TuneController) -> Trial | None:
         """PENDING trials first, then PAUSED ones free to go: promoted at the rung they wait
         at, or not paused by this scheduler. Never one still waiting for its siblings."""
         trials = tune_controller.get_trials()

@@ -100,13 +100,17 @@ def trial_report(
     return out | extra
 
 
-def top_half_mean(values: Sequence[Sequence[float]], by: int | None) -> list[float]:
+def top_half_mean(
+    values: Sequence[Sequence[float]], by: int | None, higher: bool = True
+) -> list[float]:
     """The paper's aggregation of one setting's models: values (n, m), one row per model; the
-    bottom half by column `by` (higher is better) discarded, ceil(n / 2) rows kept, the mean
-    of each column over them. by None: the mean over every row."""
+    bottom half by column `by` (higher is better, or lower with higher=False; NaN worst)
+    discarded, ceil(n / 2) rows kept (ties: earlier rows), the mean of each column over
+    them. by None: the mean over every row."""
     rows = [list(map(float, r)) for r in values]
     if by is not None:
-        rows = sorted(rows, key=lambda r: -r[by] if math.isfinite(r[by]) else math.inf)
+        sign = -1.0 if higher else 1.0
+        rows = sorted(rows, key=lambda r: sign * r[by] if math.isfinite(r[by]) else math.inf)
         rows = rows[: math.ceil(len(rows) / 2)]
     return [math.fsum(col) / len(col) for col in zip(*rows)] if rows else []
 

@@ -26,6 +26,8 @@ import numpy as np
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
+from raywae.logkeys import top_half_mean
+
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
 
@@ -59,11 +61,8 @@ def aggregate(values: np.ndarray, modes: Sequence[str]) -> np.ndarray:
     "max" metric (the first metric under its own mode when none is "max"), the best
     ceil(n / 2) are kept (ties: earlier rows first) and each column is averaged: (m,).
     """
-    values = np.asarray(values, dtype=float)
     key = max((j for j, mode in enumerate(modes) if mode == "max"), default=0)
-    loss = _as_loss(values, modes)[:, key]
-    keep = np.argsort(loss, kind="stable")[: math.ceil(len(values) / 2)]
-    return values[keep].mean(axis=0)
+    return np.array(top_half_mean(np.asarray(values, float).tolist(), key, modes[key] == "max"))
 
 
 def nondominated_rank(points: np.ndarray, modes: Sequence[str]) -> np.ndarray:

@@ -68,10 +68,13 @@ def trial_table(spec: SweepSpec) -> str:
             lines.append(f"  pack {k}: trials {', '.join(str(i) for i in members)}")
     else:
         lines.append("packing: one model per Tune trial (pack 1)")
+    train = spec.config(spec.example()).train
     lines.append(
-        f"resources per trial: {spec.cpu} CPU, {spec.gpu} GPU; "
-        f"steps per trial: {spec.config(spec.example()).train.steps}"
+        f"resources per trial: {spec.cpu} CPU, {spec.gpu} GPU; steps per trial: {train.steps}, "
+        f"a report every {train.report_every}, a checkpoint every "
+        f"{train.checkpoint_every or train.report_every}"
     )
+    lines.append(spec.scheduler.describe())
     pick = "--trial N" if spec.algorithm == "grid" else "--arm NAME --set key=value ..."
     lines.append(f"one trial alone: python -m raywae.experiment {spec.source} {pick}")
     return "\n".join(lines)

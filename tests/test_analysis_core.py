@@ -25,7 +25,7 @@ from analysis.aggregate import (  # noqa: E402
 from analysis.cli import command  # noqa: E402
 from analysis.collect import tidy  # noqa: E402
 from analysis.paper_table import headline  # noqa: E402
-from analysis.pareto import BLOCK, fronts, pareto_mask  # noqa: E402
+from analysis.pareto import BLOCK, front_probability, fronts, pareto_mask  # noqa: E402
 from analysis.reconstructions import choose  # noqa: E402
 from analysis.store import AnalysisError, Target, default_experiment  # noqa: E402
 
@@ -106,6 +106,70 @@ def test_fronts_per_family_and_overall() -> None:
     out = fronts(table, "recon_mean", "score_mean")
     members = {f: sorted(g["setting"]) for f, g in out.groupby("front")}
     assert members == {"a": ["a1", "a3"], "all": ["a1", "a3", "b1"], "b": ["b1"]}
+
+
+# --- fronts with their uncertainty ------------------------------------------------------------
+def quality_runs(settings: dict[str, tuple[str, list[float]]]) -> pd.DataFrame:
+    """setting -> (family, one quality q per seed), 3 metric runs per seed. A model of
+    quality q has recon 100 - 10 q and scores 0.5 + q / 10 (+ a run offset): recon and
+    score move together, so of two settings the one with the better kept mean dominates."""
+    rows = []
+    for name, (family, qualities) in settings.items():
+        for seed, q in enumerate(qualities):
+            runs = {f"metric/beta_vae_5/run{r}": 0.5 + q / 10 + r / 1000 for r in range(3)}
+            rows.append(
+                {"setting": name, "family": family, "arm": family, "status": "FINISHED",
+                 "seed": seed, "run_id": f"{name}-{seed}", "test/recon": 100 - 10 * q,
+                 "metric/beta_vae_5": np.mean(list(runs.values())), **runs}
+            )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_front_probability_certain_winner_and_loser() -> None:
+    rng = np.random.default_rng(0)
+    runs = quality_runs(
+        {
+            "best": ("a", list(5 + rng.random(6))),  # better than any other model, any draw
+            "mid": ("a", list(rng.random(6))),
+            "worst": ("b", list(-5 + rng.random(6))),
+        }
+    )
+    p = front_probability(runs, "metric/beta_vae_5", draws=200, by="family").set_index("setting")
+    assert p["p_front"].to_dict() == {"best": 1.0, "mid": 0.0, "worst": 0.0}
+    # Each family's own front: "worst" is alone in b, "mid" always behind "best" in a.
+    assert p["p_front_family"].to_dict() == {"best": 1.0, "mid": 0.0, "worst": 1.0}
+    assert p["family"].tolist() == ["a", "a", "b"]
+
+
+def test_front_probability_settings_that_swap_with_the_seeds() -> None:
+    rng = np.random.default_rng(1)
+    runs = quality_runs(
+        {
+            "x": ("a", list(rng.normal(0, 1, 4))),  # same spread: either can come out ahead
+            "y": ("a", list(rng.normal(0, 1, 4))),
+            "far": ("a", list(-10 + rng.normal(0, 1, 4))),
+            "failed": ("a", [0.0]),
+        }
+    )
+    runs.loc[runs["setting"] == "failed", "status"] = "FAILED"
+    p = front_probability(runs, "metric/beta_vae_5", draws=500, seed=3).set_index("setting")
+    assert 0.05 < p.loc["x", "p_front"] < 0.95 and 0.05 < p.loc["y", "p_front"] < 0.95
+    assert p.loc["x", "p_front"] + p.loc["y", "p_front"] >= 1.0  # one of them is always on
+    assert p.loc["far", "p_front"] == 0.0 and p.loc["failed", "p_front"] == 0.0
+    again = front_probability(runs, "metric/beta_vae_5", draws=500, seed=3)
+    pd.testing.assert_frame_equal(again.set_index("setting"), p)  # a seed fixes the draws
+    with pytest.raises(ValueError, match="draws"):
+        front_probability(runs, "metric/beta_vae_5", draws=0)
+
+
+def test_front_probability_of_one_model_per_setting_is_the_front() -> None:
+    """One model with one pair per setting: every draw is the table itself."""
+    table = synthetic_runs()
+    table = table[table["seed"] == 0].drop(columns=[f"metric/beta_vae_5/run{r}" for r in range(3)])
+    p = front_probability(label_settings(table), "metric/beta_vae_5", draws=20)
+    agg = aggregate(table, "metric/beta_vae_5").set_index("setting").loc[p["setting"]]
+    on = pareto_mask(agg[["recon_mean", "score_mean"]].to_numpy(), [False, True])
+    assert p["p_front"].tolist() == on.astype(float).tolist()
 
 
 # --- the paper's aggregation --------------------------------------------------------------------

@@ -270,7 +270,7 @@ def higgins_many(
     tables: Sequence[np.ndarray],
     grid: FactorGrid,
     factor_sets: Sequence[int | Sequence[str]] = (4, 5),
-    preset: str = "rubenstein2018",
+    preset: str | HigginsPreset = "rubenstein2018",
     runs: int = 3,
     seeds: Sequence[int] | None = None,
     steps: int | None = None,
@@ -280,10 +280,11 @@ def higgins_many(
     """`higgins_runs` of every code table (seeds[i]: table i's seed, default 0) on every
     factor set: out[i][j] is table i on factor_sets[j], each drawn from its own seed's points
     as a call of higgins_runs would. With the rubenstein2018 preset every classifier (tables
-    × factor sets × runs; one fit per code width) is trained in one batched fit on `device`."""
-    if preset not in PRESETS:
+    × factor sets × runs; one fit per code width) is trained in one batched fit on `device`.
+    preset: a key of PRESETS or a HigginsPreset of its own (other L, points or steps)."""
+    if isinstance(preset, str) and preset not in PRESETS:
         raise KeyError(f"unknown preset {preset!r}; presets are {sorted(PRESETS)}")
-    p = PRESETS[preset]
+    p = PRESETS[preset] if isinstance(preset, str) else preset
     seeds = [0] * len(tables) if seeds is None else list(seeds)
     jobs = [  # (codes, factor ids, seed, its rng), table-major
         (check_table(codes, grid), factor_ids(grid, factors), seed, np.random.default_rng(seed))

@@ -110,7 +110,7 @@ def front_probability(
     # A model is one row of the table: its position names it, whatever the run ids say.
     pairs = paper_pairs(runs.assign(run_id=np.arange(len(runs))), score, recon)
     pairs = pairs.sort_values("run_id", kind="stable")  # a model's pairs contiguous
-    model, pair_start, pair_count = np.unique(
+    _, pair_start, pair_count = np.unique(  # per model (M,): its first pair, its pairs
         pairs["run_id"].to_numpy(), return_index=True, return_counts=True
     )
     setting_of = pd.Index(settings).get_indexer(pairs["setting"].to_numpy()[pair_start])
@@ -126,11 +126,12 @@ def front_probability(
     on_own = np.zeros(len(settings))
     for start in range(0, draws, DRAW_CHUNK):
         d = min(DRAW_CHUNK, draws - start)
+        # Slot of setting s: a uniform one of its sizes[s] models, first[s] + ⌊u · sizes[s]⌋.
         slots = first[slot_setting] + (rng.random((d, len(slot_setting))) * sizes[slot_setting])
-        chosen = by_setting[slots.astype(int)].reshape(-1)  # (d · models,) drawn models
+        chosen = by_setting[slots.astype(int)].reshape(-1)  # (d · M,) drawn models
         counts = pair_count[chosen]
         owner = np.repeat(np.arange(len(chosen)), counts)  # drawn model of each drawn pair
-        offset = (rng.random(len(owner)) * counts[owner]).astype(int)
+        offset = (rng.random(len(owner)) * counts[owner]).astype(int)  # its metric run, drawn
         rows = pair_start[chosen][owner] + offset
         # (draw, setting) as one group key, so keep_top runs once over every draw.
         key = np.repeat(np.arange(d), len(slot_setting))[owner] * len(settings)

@@ -27,6 +27,7 @@ from analysis.collect import tidy  # noqa: E402
 from analysis.paper_table import headline  # noqa: E402
 from analysis.pareto import BLOCK, front_probability, fronts, pareto_mask  # noqa: E402
 from analysis.reconstructions import choose  # noqa: E402
+from analysis.robustness import Combo, combos, rank_stability  # noqa: E402
 from analysis.store import AnalysisError, Target, default_experiment  # noqa: E402
 
 NAN = math.nan
@@ -332,6 +333,35 @@ def test_default_experiment() -> None:
     assert default_experiment(Store("beta_vae", "paper")) == "paper"
     with pytest.raises(AnalysisError, match=r"--experiment NAME.*\['beta_vae', 'wae_l1'\]"):
         default_experiment(Store("beta_vae", "wae_l1"))
+
+
+# --- robustness of the ranking to the metric's settings ---------------------------------------
+def test_rank_stability_on_a_synthetic_score_matrix() -> None:
+    settings = ["a", "a", "b", "b", "c", "c"]  # two seeds each: the setting's mean ranks it
+    ref = np.array([0.9, 0.7, 0.5, 0.6, 0.2, 0.1])  # means a 0.8 > b 0.55 > c 0.15
+    swap = np.array([0.5, 0.6, 0.9, 0.7, 0.2, 0.1])  # a and b trade places
+    scores = np.stack([ref, ref, 1 - ref, swap, np.full(6, 0.3)], axis=1)
+    columns = [Combo(30, 5000, 100_000), Combo(10, 5000, 100_000), Combo(64, 1000, 2000),
+               Combo(30, 1000, 2000), Combo(10, 1000, None)]  # fmt: skip
+    table = rank_stability(scores, settings, columns)
+    assert table["reference"].tolist() == [True, False, False, False, False]
+    assert table["kendall_tau"].iloc[:4].tolist() == pytest.approx([1, 1, -1, 1 / 3])
+    assert table["spearman_rho"].iloc[:4].tolist() == pytest.approx([1, 1, -1, 0.5])
+    assert np.isnan(table["kendall_tau"].iloc[4])  # a constant column has no order
+    assert table["top_setting"].iloc[:4].tolist() == ["a", "a", "c", "b"]
+    assert table["top_score"].iloc[0] == pytest.approx(0.8)
+    assert table["steps"].iloc[4] is pd.NA and table["n_settings"].tolist() == [3] * 5
+    with pytest.raises(ValueError, match="models"):
+        rank_stability(scores[:5], settings, columns)
+
+
+def test_combos_put_the_reference_first_and_collapse_missing_steps() -> None:
+    ref = Combo(30, 5000, 100_000)
+    grid = combos(ref, [10, 30], [5000], [2000, 100_000])
+    assert grid == [ref, Combo(10, 5000, 2000), Combo(10, 5000, 100_000), Combo(30, 5000, 2000)]
+    logistic = combos(Combo(64, 10_000, None), [10, 64], [1000], None)
+    assert logistic == [Combo(64, 10_000, None), Combo(10, 1000, None), Combo(64, 1000, None)]
+    assert Combo(64, 10_000, None).label == "L=64 n=10000 steps=-"
 
 
 # --- errors: the library raises, the CLI says `error: ...` and exits with 2 --------------------

@@ -8,7 +8,6 @@ runs a setting has 30 pairs and keeps 15.
 
 from __future__ import annotations
 
-import math
 import re
 
 import numpy as np
@@ -90,16 +89,24 @@ def paper_pairs(runs: pd.DataFrame, score: str, recon: str = RECON) -> pd.DataFr
     return pairs.dropna(subset=["recon", "score"]).reset_index(drop=True)
 
 
-def keep_top(pairs: pd.DataFrame, keep: float = 0.5) -> pd.DataFrame:
-    """Per setting the ceil(keep · n) pairs with the highest score (the paper: bottom 50 %
+def keep_top(pairs: pd.DataFrame, keep: float = 0.5, by: str = "setting") -> pd.DataFrame:
+    """Per `by` group the ceil(keep · n) pairs with the highest score (the paper: bottom 50 %
     discarded, 30 -> 15). Ties at the cut keep table order (a stable sort), never the
-    better recon: choosing by recon would flatter the front."""
-    kept = []
-    for _, group in pairs.groupby("setting", sort=False):
-        n_keep = math.ceil(len(group) * keep - 1e-9)
-        ordered = group.sort_values("score", ascending=False, kind="stable")
-        kept.append(ordered.iloc[:n_keep])
-    return pd.concat(kept) if kept else pairs.iloc[:0]
+    better recon: choosing by recon would flatter the front.
+
+    pairs: paper_pairs rows (any columns with `by` and `score`). Returns the kept rows,
+    groups in order of first appearance, each by score descending. One stable sort for all
+    groups, not one per group: the bootstrap of the fronts calls it on ~10⁶ pairs in ~10⁴
+    groups.
+    """
+    group = pd.factorize(pairs[by], sort=False)[0]  # codes in order of first appearance
+    order = np.lexsort((-pairs["score"].to_numpy(dtype=float), group))  # stable: ties in order
+    sizes = np.bincount(group, minlength=group.max(initial=-1) + 1)
+    starts = np.cumsum(sizes) - sizes
+    g = group[order]
+    rank = np.arange(len(order)) - starts[g]  # position within its group, best score first
+    n_keep = np.ceil(sizes * keep - 1e-9).astype(int)
+    return pairs.iloc[order[rank < n_keep[g]]]
 
 
 def aggregate(

@@ -25,8 +25,9 @@ from analysis.aggregate import (  # noqa: E402
 from analysis.cli import command  # noqa: E402
 from analysis.collect import tidy  # noqa: E402
 from analysis.paper_table import headline  # noqa: E402
-from analysis.pareto import BLOCK, fronts, pareto_mask  # noqa: E402
+from analysis.pareto import BLOCK, front_probability, fronts, pareto_mask  # noqa: E402
 from analysis.reconstructions import choose  # noqa: E402
+from analysis.robustness import Combo, combos, rank_stability  # noqa: E402
 from analysis.store import AnalysisError, Target, default_experiment  # noqa: E402
 
 NAN = math.nan
@@ -106,6 +107,70 @@ def test_fronts_per_family_and_overall() -> None:
     out = fronts(table, "recon_mean", "score_mean")
     members = {f: sorted(g["setting"]) for f, g in out.groupby("front")}
     assert members == {"a": ["a1", "a3"], "all": ["a1", "a3", "b1"], "b": ["b1"]}
+
+
+# --- fronts with their uncertainty ------------------------------------------------------------
+def quality_runs(settings: dict[str, tuple[str, list[float]]]) -> pd.DataFrame:
+    """setting -> (family, one quality q per seed), 3 metric runs per seed. A model of
+    quality q has recon 100 - 10 q and scores 0.5 + q / 10 (+ a run offset): recon and
+    score move together, so of two settings the one with the better kept mean dominates."""
+    rows = []
+    for name, (family, qualities) in settings.items():
+        for seed, q in enumerate(qualities):
+            runs = {f"metric/beta_vae_5/run{r}": 0.5 + q / 10 + r / 1000 for r in range(3)}
+            rows.append(
+                {"setting": name, "family": family, "arm": family, "status": "FINISHED",
+                 "seed": seed, "run_id": f"{name}-{seed}", "test/recon": 100 - 10 * q,
+                 "metric/beta_vae_5": np.mean(list(runs.values())), **runs}
+            )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_front_probability_certain_winner_and_loser() -> None:
+    rng = np.random.default_rng(0)
+    runs = quality_runs(
+        {
+            "best": ("a", list(5 + rng.random(6))),  # better than any other model, any draw
+            "mid": ("a", list(rng.random(6))),
+            "worst": ("b", list(-5 + rng.random(6))),
+        }
+    )
+    p = front_probability(runs, "metric/beta_vae_5", draws=200, by="family").set_index("setting")
+    assert p["p_front"].to_dict() == {"best": 1.0, "mid": 0.0, "worst": 0.0}
+    # Each family's own front: "worst" is alone in b, "mid" always behind "best" in a.
+    assert p["p_front_family"].to_dict() == {"best": 1.0, "mid": 0.0, "worst": 1.0}
+    assert p["family"].tolist() == ["a", "a", "b"]
+
+
+def test_front_probability_settings_that_swap_with_the_seeds() -> None:
+    rng = np.random.default_rng(1)
+    runs = quality_runs(
+        {
+            "x": ("a", list(rng.normal(0, 1, 4))),  # same spread: either can come out ahead
+            "y": ("a", list(rng.normal(0, 1, 4))),
+            "far": ("a", list(-10 + rng.normal(0, 1, 4))),
+            "failed": ("a", [0.0]),
+        }
+    )
+    runs.loc[runs["setting"] == "failed", "status"] = "FAILED"
+    p = front_probability(runs, "metric/beta_vae_5", draws=500, seed=3).set_index("setting")
+    assert 0.05 < p.loc["x", "p_front"] < 0.95 and 0.05 < p.loc["y", "p_front"] < 0.95
+    assert p.loc["x", "p_front"] + p.loc["y", "p_front"] >= 1.0  # one of them is always on
+    assert p.loc["far", "p_front"] == 0.0 and p.loc["failed", "p_front"] == 0.0
+    again = front_probability(runs, "metric/beta_vae_5", draws=500, seed=3)
+    pd.testing.assert_frame_equal(again.set_index("setting"), p)  # a seed fixes the draws
+    with pytest.raises(ValueError, match="draws"):
+        front_probability(runs, "metric/beta_vae_5", draws=0)
+
+
+def test_front_probability_of_one_model_per_setting_is_the_front() -> None:
+    """One model with one pair per setting: every draw is the table itself."""
+    table = synthetic_runs()
+    table = table[table["seed"] == 0].drop(columns=[f"metric/beta_vae_5/run{r}" for r in range(3)])
+    p = front_probability(label_settings(table), "metric/beta_vae_5", draws=20)
+    agg = aggregate(table, "metric/beta_vae_5").set_index("setting").loc[p["setting"]]
+    on = pareto_mask(agg[["recon_mean", "score_mean"]].to_numpy(), [False, True])
+    assert p["p_front"].tolist() == on.astype(float).tolist()
 
 
 # --- the paper's aggregation --------------------------------------------------------------------
@@ -268,6 +333,35 @@ def test_default_experiment() -> None:
     assert default_experiment(Store("beta_vae", "paper")) == "paper"
     with pytest.raises(AnalysisError, match=r"--experiment NAME.*\['beta_vae', 'wae_l1'\]"):
         default_experiment(Store("beta_vae", "wae_l1"))
+
+
+# --- robustness of the ranking to the metric's settings ---------------------------------------
+def test_rank_stability_on_a_synthetic_score_matrix() -> None:
+    settings = ["a", "a", "b", "b", "c", "c"]  # two seeds each: the setting's mean ranks it
+    ref = np.array([0.9, 0.7, 0.5, 0.6, 0.2, 0.1])  # means a 0.8 > b 0.55 > c 0.15
+    swap = np.array([0.5, 0.6, 0.9, 0.7, 0.2, 0.1])  # a and b trade places
+    scores = np.stack([ref, ref, 1 - ref, swap, np.full(6, 0.3)], axis=1)
+    columns = [Combo(30, 5000, 100_000), Combo(10, 5000, 100_000), Combo(64, 1000, 2000),
+               Combo(30, 1000, 2000), Combo(10, 1000, None)]  # fmt: skip
+    table = rank_stability(scores, settings, columns)
+    assert table["reference"].tolist() == [True, False, False, False, False]
+    assert table["kendall_tau"].iloc[:4].tolist() == pytest.approx([1, 1, -1, 1 / 3])
+    assert table["spearman_rho"].iloc[:4].tolist() == pytest.approx([1, 1, -1, 0.5])
+    assert np.isnan(table["kendall_tau"].iloc[4])  # a constant column has no order
+    assert table["top_setting"].iloc[:4].tolist() == ["a", "a", "c", "b"]
+    assert table["top_score"].iloc[0] == pytest.approx(0.8)
+    assert table["steps"].iloc[4] is pd.NA and table["n_settings"].tolist() == [3] * 5
+    with pytest.raises(ValueError, match="models"):
+        rank_stability(scores[:5], settings, columns)
+
+
+def test_combos_put_the_reference_first_and_collapse_missing_steps() -> None:
+    ref = Combo(30, 5000, 100_000)
+    grid = combos(ref, [10, 30], [5000], [2000, 100_000])
+    assert grid == [ref, Combo(10, 5000, 2000), Combo(10, 5000, 100_000), Combo(30, 5000, 2000)]
+    logistic = combos(Combo(64, 10_000, None), [10, 64], [1000], None)
+    assert logistic == [Combo(64, 10_000, None), Combo(10, 1000, None), Combo(64, 1000, None)]
+    assert Combo(64, 10_000, None).label == "L=64 n=10000 steps=-"
 
 
 # --- errors: the library raises, the CLI says `error: ...` and exits with 2 --------------------

@@ -15,17 +15,33 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-from analysis import collect, optuna_front, paper_table, pareto, reconstructions  # noqa: E402
+from analysis import (  # noqa: E402
+    collect,
+    optuna_front,
+    paper_table,
+    pareto,
+    reconstructions,
+    robustness,
+)
 from analysis.smoke import NAMES, ensure  # noqa: E402
 from analysis.store import ANALYSIS_TAG, AnalysisError, Target  # noqa: E402
 
 NAME = NAMES["grid"]
-CLIS = ("collect", "pareto", "reconstructions", "paper_table", "optuna_front", "smoke")
+CLIS = (
+    "collect",
+    "pareto",
+    "reconstructions",
+    "paper_table",
+    "optuna_front",
+    "robustness",
+    "smoke",
+)
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +138,28 @@ def test_figure1(smoke: Path, tmp_path: Path) -> None:
         "figure1/figure1_points.csv",
     }
     assert expected <= analysis_artifacts(smoke, "figure1")
+    points = collect.read_table(tmp_path / "figure1_points.csv").set_index(["panel", "setting"])
+    p = points["p_front"]  # bootstrap probability, 1000 draws by default
+    assert p.between(0, 1).all() and (p > 0).any()
+    assert (p.xs("diverges", level="setting") == 0).all()  # no finished run: never on a front
+    assert points["p_front_family"].ge(p).all()  # a family's front is easier to reach
+
+
+def test_robustness(smoke: Path, tmp_path: Path) -> None:
+    """The smoke sweep's 8 finished models re-scored under one other Higgins setting: the
+    reference (the runs' own disentanglement_lib preset) gives back the logged scores."""
+    argv = args(smoke, tmp_path, "--pairs", "10", "--points", "500")
+    assert robustness.main(argv) == 0
+    table = collect.read_table(tmp_path / "robustness.csv")
+    assert table[["pairs", "points"]].values.tolist() == [[64, 10_000], [10, 500]]
+    assert table["reference"].tolist() == [True, False] and table["steps"].isna().all()
+    assert table["n_settings"].tolist() == [4, 4]  # `diverges` has no finished model
+    assert table["kendall_tau"].iloc[0] == 1.0 and table["kendall_tau"].between(-1, 1).all()
+    scores = collect.read_table(tmp_path / "robustness_scores.csv").set_index("run_id")
+    reference = scores[robustness.Combo(64, 10_000, None).label]
+    logged = {r: store(smoke).get_run(r).data.metrics["metric/beta_vae_5"] for r in scores.index}
+    assert np.allclose(reference, pd.Series(logged)[reference.index], atol=1e-3)
+    assert {"robustness/robustness.csv"} <= analysis_artifacts(smoke, "robustness")
 
 
 def test_figure2(smoke: Path, tmp_path: Path) -> None:

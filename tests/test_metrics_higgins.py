@@ -9,6 +9,8 @@ import torch
 from raywae.data.grid import FactorGrid
 from raywae.metrics import beta_vae_score, higgins_many, higgins_runs
 from raywae.metrics.beta_vae import (
+    PRESETS,
+    HigginsPreset,
     Problem,
     accuracy,
     factor_ids,
@@ -182,6 +184,20 @@ def test_batched_higgins_equals_one_table_at_a_time(grid, values, preset):
         fit_softmax_adagrad_many(
             [Problem(noisy[:10], np.zeros(10), 4, 0), Problem(noisy[:20], np.zeros(20), 4, 0)]
         )
+
+
+def test_a_preset_object_stands_for_its_name_and_sets_l_points_and_steps(grid, values):
+    """higgins_many takes a HigginsPreset as well as a PRESETS key: the named preset's
+    object scores exactly as its name; an own one draws its own number of points."""
+    by_name = higgins_many([values], grid, (5,), "rubenstein2018", 1, [2], steps=200)
+    by_object = higgins_many([values], grid, (5,), PRESETS["rubenstein2018"], 1, [2], steps=200)
+    assert by_object == by_name
+    own = HigginsPreset(5, 800, 400, "softmax_adagrad", "train_accuracy", steps=FAST)
+    out = higgins_many([values], grid, (4,), own, 2, [2])[0][0]
+    assert out["score"] >= 0.95
+    for run in range(2):  # accuracies on 800 training and 400 evaluation points
+        assert (out[f"train_accuracy/run{run}"] * 800) % 1 == pytest.approx(0, abs=1e-6)
+        assert (out[f"eval_accuracy/run{run}"] * 400) % 1 == pytest.approx(0, abs=1e-6)
 
 
 def test_fits_in_worker_threads_equal_one_worker(grid, values):

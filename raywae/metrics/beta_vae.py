@@ -281,7 +281,7 @@ def higgins_many(
     factor set: out[i][j] is table i on factor_sets[j], each drawn from its own seed's points
     as a call of higgins_runs would. With the rubenstein2018 preset every classifier (tables
     × factor sets × runs; one fit per code width) is trained in one batched fit on `device`.
-    preset: a name in PRESETS or the settings themselves (a proxy, a robustness grid)."""
+    preset: a key of PRESETS or a HigginsPreset of its own (a proxy, a robustness grid)."""
     if isinstance(preset, str) and preset not in PRESETS:
         raise KeyError(f"unknown preset {preset!r}; presets are {sorted(PRESETS)}")
     p = PRESETS[preset] if isinstance(preset, str) else preset

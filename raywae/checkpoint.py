@@ -4,6 +4,7 @@ its Config from a run folder or an MLflow run)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -48,6 +49,18 @@ def load_checkpoint(target: Stateful, path: Path, name: str | None = None) -> No
         target.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     except (OSError, RuntimeError, EOFError, KeyError, pickle.UnpicklingError) as err:
         raise CheckpointError(f"{name or path}: unreadable checkpoint: {err}") from None
+
+
+def weights_digest(state: dict[str, Any]) -> str:
+    """sha256 of the auto-encoder weights in a checkpoint's state dict (a solo run's, or each
+    member's of a pack, in member order): two checkpoints hold the same models iff equal."""
+    digest = hashlib.sha256()
+    members = state["members"] if "members" in state else {0: state}
+    for i in sorted(members, key=int):
+        for name, tensor in sorted(members[i]["model"].items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def load_run(ref: str | Path, tracking_uri: str | None = None) -> tuple[AutoEncoder, Config]:

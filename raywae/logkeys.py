@@ -19,6 +19,7 @@ from raywae import families
 from raywae.config import Config
 
 STEP, DONE, MEMBERS = "step", "done", "members"
+EXPLOITED = "exploited_from"  # a report's: the trial whose checkpoint this trial continued from
 DURING, END = "during", "end"  # when a key is reported: every report window, the final report
 LOGGED = ("train/", "test/", "metric/", "proxy/", "time/", "hparam/")  # the figures of a run
 # The score a setting's models are ranked by in its aggregate (the paper's: the 5-factor

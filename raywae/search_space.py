@@ -57,8 +57,9 @@ class SchedulerDoc:
     training (a proxy/ or train/ key); mo_asha takes a list. Times are training steps:
     grace_period (default: the first rung at max_t / reduction_factor²), max_t (default
     base.train.steps), perturbation_interval (pbt, pb2; a multiple of the checkpoint
-    cadence). mutations (pbt, pb2): hyperparameter -> {uniform | loguniform: [low, high]}
-    or {choice: [...]} (pb2: intervals only), the bounds trials explore inside."""
+    cadence); synch: perturb once every trial has reached the interval. mutations (pbt,
+    pb2): hyperparameter -> {uniform | loguniform: [low, high]} or {choice: [...]} (pb2:
+    intervals only), the bounds trials explore inside."""
 
     name: SchedulerName = "fifo"
     metric: str | tuple[str, ...] | None = None
@@ -72,6 +73,7 @@ class SchedulerDoc:
     burn_in_period: int = 0
     quantile_fraction: float = 0.25
     resample_probability: float = 0.25
+    synch: bool = False
     mutations: Space = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -523,6 +525,7 @@ def _scheduler(search: SearchDoc, arms: dict[str, Arm], steps: int) -> Scheduler
         "burn_in_period": doc.burn_in_period,
         "quantile_fraction": doc.quantile_fraction,
         "resample_probability": doc.resample_probability,
+        "synch": doc.synch,
     }
     settings = {k: v for k, v in settings.items() if k in SCHEDULER_KEYS[doc.name]}
     if "grace_period" in settings:

@@ -26,13 +26,16 @@ from ray import tune
 import raywae
 from raywae.checkpoint import CONFIG_FILE, artifact_folder
 from raywae.config import flatten, to_dict
-from raywae.logkeys import DONE, FAILED, LOGGED, split_report
+from raywae.logkeys import DONE, EXPLOITED, FAILED, LOGGED, split_report
 from raywae.search_space import SweepSpec
+from raywae.tune.schedulers import stop_reason
 
 TRIAL_TAG = "raywae.trial_id"
 MEMBER_TAG = "raywae.pack_member"  # a packed trial's run: the member's index in its pack
 PACK_TAG = "raywae.pack_size"
 SWEEP_TAG = "raywae.tune_path"  # the Tune experiment a run belongs to (storage/name)
+STOPPED_TAG = "raywae.stopped_early"  # "step N: the scheduler's reason"
+EXPLOITS_TAG = "raywae.exploits"  # PBT: "step N from <trial id>; ..." (each exploit)
 ORPHANED = (
     "its trial started after Tune last saved the sweep, and the driver was killed: "
     "the resumed sweep ran a new trial in its place"
@@ -62,6 +65,17 @@ def logged_values(tracking_uri: str, experiment: str, tag: str) -> set[str]:
         return set()
     runs = client.search_runs([found.experiment_id], max_results=50_000)
     return {r.data.tags[tag] for r in runs if tag in r.data.tags}
+
+
+def sweep_runs(tracking_uri: str, spec: SweepSpec, query: str = "") -> list[Any]:
+    """The MLflow runs of `spec`'s sweep (its experiment, its Tune path) matching `query`."""
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(spec.name)
+    if found is None:
+        return []
+    where = f"tags.`{SWEEP_TAG}` = '{spec.storage.rstrip('/')}/{spec.name}'"
+    where += f" and {query}" if query else ""
+    return client.search_runs([found.experiment_id], where, max_results=50_000)
 
 
 def artifact_root(tracking_uri: str) -> str | None:
@@ -107,10 +121,13 @@ def run_name(trial: dict[str, Any]) -> str:
 
 
 class MLflowCallback(tune.Callback):
-    """Driver-side logger: trials never touch the store, so sqlite is safe."""
+    """Driver-side logger: trials never touch the store, so sqlite is safe. scheduler: the
+    sweep's (its stop reasons tag the runs it stopped early)."""
 
-    def __init__(self, spec: SweepSpec, tracking_uri: str, tags: dict[str, str]) -> None:
-        self.spec, self.tracking_uri = spec, tracking_uri
+    def __init__(
+        self, spec: SweepSpec, tracking_uri: str, tags: dict[str, str], scheduler: Any = None
+    ) -> None:
+        self.spec, self.tracking_uri, self.scheduler = spec, tracking_uri, scheduler
         self.tags = {
             "raywae.sweep": spec.source,
             "raywae.search": spec.algorithm,
@@ -258,6 +275,10 @@ class MLflowCallback(tune.Callback):
             ]
             context = ("node_ip", "node_id", "gpu_ids", "device")
             tags = [RunTag(f"raywae.{k}", str(logs[k])) for k in context if k in logs]
+            if source := logs.get(EXPLOITED):  # PBT: this report's weights are source's
+                before = self.client.get_run(runs[key]).data.tags.get(EXPLOITS_TAG)
+                event = f"step {logs.get('restored_step', step)} from {source}"
+                tags.append(RunTag(EXPLOITS_TAG, f"{before}; {event}" if before else event))
             self.client.log_batch(runs[key], metrics=metrics, tags=tags)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -269,7 +290,10 @@ class MLflowCallback(tune.Callback):
             if failed := last.get(key, {}).get(FAILED):  # ended on a deterministic error
                 self._failed(key, run_id, failed)
                 continue
-            if trial.checkpoint is not None:
+            reason = stop_reason(self.scheduler, trial.trial_id) if self.scheduler else None
+            if reason is not None:  # stopped by the scheduler: a finished run, marked so
+                self.client.set_tag(run_id, STOPPED_TAG, f"step {reason[0]}: {reason[1]}")
+            elif trial.checkpoint is not None:
                 with trial.checkpoint.as_directory() as path:
                     size = len(self.spec.members(trial.config))
                     artifacts = Path(path) / artifact_folder(member_of(key), size)

@@ -1,10 +1,11 @@
 """The Ray Tune trainable: Tune glue over raywae.experiment (report, checkpoint, resume).
 
 A trial trains the R >= 1 models of its trial dict (SweepSpec.members: one, or the seeds of
-one setting as a pack), resuming from Tune's checkpoint when Ray restarts it, reports every
-`train.report_every` steps with a checkpoint, and at the end reports the final figures with
-a checkpoint whose artifact folders (`checkpoint.artifact_folder`) MLflow logs. Every report
-has the shape of raywae.logkeys.trial_report.
+one setting as a pack), resuming from Tune's checkpoint when Ray restarts it (or from another
+trial's, when PBT exploits), reports every `train.report_every` steps with a checkpoint every
+`train.checkpoint_every`, and at the end reports the final figures with a checkpoint whose
+artifact folders (`checkpoint.artifact_folder`) MLflow logs. Every report has the shape of
+raywae.logkeys.trial_report.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import os
 import tempfile
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import ray
@@ -21,15 +22,16 @@ import torch
 from ray import tune
 from ray.experimental.tqdm_ray import tqdm as ray_tqdm
 
-from raywae.checkpoint import STATE_FILE, artifact_folder
+from raywae.checkpoint import STATE_FILE, artifact_folder, weights_digest
 from raywae.data import open_dataset
 from raywae.experiment import Experiment
-from raywae.logkeys import trial_report
+from raywae.logkeys import EXPLOITED, trial_report
 from raywae.search_space import SweepSpec
 from raywae.train import Logs, NonFiniteLossError
 
 BARS_ENV = "RAYWAE_TRIAL_BARS"  # "1": evaluation bars through Ray's tqdm_ray (a terminal)
 FINAL_FILE = "final.json"  # in a finished trial's checkpoint: its final report
+DIGEST = "restored_digest"  # after an exploit: checkpoint.weights_digest of the copied weights
 
 
 def train_trial(config: dict[str, Any], spec: SweepSpec) -> None:
@@ -39,16 +41,26 @@ def train_trial(config: dict[str, Any], spec: SweepSpec) -> None:
     torch.set_num_threads(max(1, int(spec.cpu)))
     bars = ray_tqdm if os.environ.get(BARS_ENV) == "1" else False
     exp = Experiment(models, open_dataset(models[0].data, quiet=True), bars)
+    context: dict[str, Any] = {}
     if (restored := tune.get_checkpoint()) is not None:
+        source = PurePosixPath(restored.path).parent.name  # the trial folder: its trial id
+        own = source == tune.get_context().get_trial_id()
         with restored.as_directory() as folder:
             final = Path(folder) / FINAL_FILE
-            if final.is_file():  # it had finished, but the driver died before recording it
-                tune.report(json.loads(final.read_text()))
-                return  # no retraining, no second evaluation: the same final figures
+            if own and final.is_file():  # it had finished, but the driver died before
+                tune.report(json.loads(final.read_text()))  # recording it: no retraining,
+                return  # no second evaluation, the same final figures
             exp.restore(Path(folder) / STATE_FILE, f"{restored.path}/{STATE_FILE}")
+        if not own:  # PBT's exploit: another trial's weights, this trial's hyperparameters
+            digest = weights_digest(exp.trainer.state_dict())
+            context |= {EXPLOITED: source, "restored_step": exp.trainer.step, DIGEST: digest}
     seeds = [cfg.seed for cfg in models]
+    # PBT / PB2: each model's current values of the hyperparameters they vary, every report.
+    varied = spec.members(config)[0]
+    hparams = {f"hparam/{k}": varied[k] for k in spec.scheduler.mutations if k in varied}
+    every = models[0].train.checkpoint_every or models[0].train.report_every
     # Where and when this attempt runs (a restarted trial reports a new node and start).
-    context = {
+    context |= {
         "node_ip": ray.util.get_node_ip_address(),
         "node_id": ray.get_runtime_context().get_node_id(),
         "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()) or "none",
@@ -59,9 +71,14 @@ def train_trial(config: dict[str, Any], spec: SweepSpec) -> None:
 
     def report(logs: Logs, done: bool = False, artifacts: Logs | None = None) -> None:
         context["pack/active"] = len(exp.trainer.active)
-        members = {**logs, **exp.failures()}
+        members = {i: {**v, **hparams} for i, v in logs.items()} | exp.failures()
         out = trial_report(exp.trainer.step, members, seeds, **context, reported_at=time.time())
         out |= {"done": True} if done else {}
+        for key in (EXPLOITED, "restored_step", DIGEST):  # once, with the first report after it
+            context.pop(key, None)
+        if not done and exp.trainer.step % every:  # a report without a checkpoint
+            tune.report(out)
+            return
         with tempfile.TemporaryDirectory() as folder:
             if exp.trainer.active:
                 exp.save(Path(folder) / STATE_FILE)

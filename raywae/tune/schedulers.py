@@ -112,8 +112,9 @@ class Clip:
         return config
 
 
-def build(spec: SchedulerSpec) -> TrialScheduler:
-    """The Tune scheduler of `spec` (time in training steps: the reports' `step`)."""
+def build(spec: SchedulerSpec, replicates: int = 1) -> TrialScheduler:
+    """The Tune scheduler of `spec` (time in training steps: the reports' `step`);
+    replicates: trials per setting (mo_asha decides per setting)."""
     s, metric, mode = spec.settings, spec.metric, spec.mode
     one = {"time_attr": STEP, "metric": metric[0], "mode": mode[0]} if metric else {}
     if spec.name == "fifo":
@@ -131,12 +132,14 @@ def build(spec: SchedulerSpec) -> TrialScheduler:
 
         return MultiObjectiveASHA(metrics=metric, modes=mode, time_attr=STEP, max_t=s["max_t"],
                                   grace_period=s["grace_period"],
-                                  reduction_factor=s["reduction_factor"])  # fmt: skip
+                                  reduction_factor=s["reduction_factor"],
+                                  replicates=replicates)  # fmt: skip
     common = {
         **one,
         "perturbation_interval": s["perturbation_interval"],
         "burn_in_period": s["burn_in_period"],
         "quantile_fraction": s["quantile_fraction"],
+        "synch": s["synch"],
     }
     if spec.name == "pb2":
         from ray.tune.schedulers.pb2 import PB2

@@ -38,8 +38,10 @@ def run(
 
     from raywae.data import data_dir
     from raywae.resume import ResumeFromNewestCheckpoint
+    from raywae.search_space import PLANNED, POPULATION
     from raywae.tracking import MLflowCallback, default_tracking_uri, prepare_store
     from raywae.trainable import BARS_ENV, train_trial
+    from raywae.tune.schedulers import SchedulerState, build
 
     # Objectives are reported with a trial's final result only, not with every update.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
@@ -83,18 +85,28 @@ def run(
             f"a sweep already exists at {path}: pass --resume to continue it, or "
             "--storage DIR for a new one"
         )
-    if resume:
+    if resume:  # the scheduler and callbacks as saved, their states restored by Tune
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True)
     else:
-        if spec.algorithm == "grid":
+        space: dict[str, Any] = {}
+        if spec.scheduler.name in POPULATION:  # PBT takes no searcher: Tune's own grid
+            search, samples = None, 1
+            space = {PLANNED: tune.grid_search(spec.planned())}
+        elif spec.algorithm == "grid":
             search, samples = planned_search(spec), len(spec.planned())
         else:
             search, samples = searcher(spec, experiment or Path(".")), spec.num_samples
+        # mo_asha decides per setting: a grid's seeds of one setting are separate trials
+        # unless packed (a pack reports its setting's aggregate itself).
+        replicates = len(spec.seeds) if spec.algorithm == "grid" and spec.pack == 1 else 1
+        scheduler = build(spec.scheduler, replicates)
         tuner = tune.Tuner(
             trainable,
+            param_space=space,
             tune_config=tune.TuneConfig(
                 num_samples=samples,
                 search_alg=search,
+                scheduler=scheduler,
                 max_concurrent_trials=spec.concurrency or None,
                 reuse_actors=True,  # a worker imports torch / Ray / raywae once, not per trial
                 trial_dirname_creator=lambda t: f"{t.trial_id}",
@@ -104,8 +116,9 @@ def run(
                 storage_path=spec.storage,
                 verbose=1,
                 callbacks=[
-                    MLflowCallback(spec, tracking_uri, tags),
+                    MLflowCallback(spec, tracking_uri, tags, scheduler),
                     ResumeFromNewestCheckpoint(),  # when a resumed trial's checkpoint is gone
+                    SchedulerState(scheduler),
                 ],
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
@@ -151,7 +164,15 @@ def summarize(spec: SweepSpec, results: Any, path: str, tracking_uri: str) -> in
                 print(f"best {name} ({mode} {metric}): {Path(best['name']).name}: {figures}")
     for name, reason in failures.items():
         print(f"failed: {name}: {reason}")
-    unfinished = [r for r in results if r.error is None and not r.metrics.get(DONE)]
+    stopped = stopped_early(tracking_uri, spec)
+    if stopped:
+        print(f"stopped early by the {spec.scheduler.name} scheduler: {len(stopped)} trials "
+              "(their runs: tag raywae.stopped_early)")  # fmt: skip
+    unfinished = [
+        r
+        for r in results
+        if r.error is None and not r.metrics.get(DONE) and r.metrics.get("trial_id") not in stopped
+    ]
     print(f"Tune results: {path}")
     print(f"MLflow: experiment {spec.name!r} at {tracking_uri}")
     if tracking_uri.startswith("sqlite:"):
@@ -164,3 +185,11 @@ def summarize(spec: SweepSpec, results: Any, path: str, tracking_uri: str) -> in
         )
         return 130
     return 1 if failures else 0
+
+
+def stopped_early(tracking_uri: str, spec: SweepSpec) -> set[str]:
+    """The trial ids of the sweep's runs a scheduler stopped early (their MLflow tag)."""
+    from raywae.tracking import STOPPED_TAG, TRIAL_TAG, sweep_runs
+
+    runs = sweep_runs(tracking_uri, spec, f"tags.`{STOPPED_TAG}` LIKE 'step %'")
+    return {r.data.tags[TRIAL_TAG] for r in runs if TRIAL_TAG in r.data.tags}

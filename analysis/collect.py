@@ -1,6 +1,7 @@
 """The runs of one or more sweeps -> one tidy table, one row per trial: experiment, run and
 trial ids, status, arm, family, seed, data provenance, every config value (dotted names,
-numbers as numbers) and every final metric (`test/recon`, `metric/beta_vae_5/run0`, ...).
+numbers as numbers) and every final metric (`test/recon`, `metric/beta_vae_5/run0`, ...;
+`hparam/<key>`, a hyperparameter Population Based Training varied, at its last value).
 
     python -m analysis.collect -e NAME [-e NAME ...] [--tracking-uri URI] [--from-tune]
 
@@ -27,7 +28,7 @@ FIXED = (
     "experiment", "run_id", "trial_id", "run_name", "status", "arm", "family", "seed",
     "data_source", "data_fingerprint", "error",
 )  # fmt: skip
-METRIC_PREFIXES = ("train/", "test/", "metric/", "time/")
+METRIC_PREFIXES = ("train/", "test/", "metric/", "time/", "hparam/")  # hparam/: last value
 
 
 def family_of(params: Mapping[str, Any]) -> str | None:

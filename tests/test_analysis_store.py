@@ -40,6 +40,7 @@ CLIS = (
     "paper_table",
     "optuna_front",
     "robustness",
+    "schedules",
     "smoke",
 )
 

@@ -72,9 +72,13 @@ def paper_pairs(runs: pd.DataFrame, score: str, recon: str = RECON) -> pd.DataFr
     runs: tidy table (one row per trial) with `setting` (see label_settings), `status`,
     `recon`, and `score/run<i>` columns (or only `score`: one pair per model).
     Returns columns setting, family, arm, run_id, seed, metric_run, recon, score, in table
-    order then run order (the order ties are kept in). Rows with a NaN value are dropped.
+    order then run order (the order ties are kept in). Rows with a NaN value are dropped, and
+    so are models a scheduler stopped early (`stopped_early`): their scores, if any, are of a
+    shorter training than the setting's budget.
     """
     done = runs[runs["status"] == "FINISHED"] if "status" in runs else runs
+    if "stopped_early" in done:
+        done = done[done["stopped_early"].isna()]
     cols = run_columns(done, score) or [score]
     values = done[cols].to_numpy(dtype=float, copy=True)
     if score in done and cols != [score]:  # a run with only the mean: one pair of the mean

@@ -26,7 +26,7 @@ from analysis.store import ANALYSIS_TAG, AnalysisError, Target, log_outputs
 
 FIXED = (
     "experiment", "run_id", "trial_id", "run_name", "status", "arm", "family", "seed",
-    "data_source", "data_fingerprint", "error",
+    "data_source", "data_fingerprint", "error", "stopped_early",
 )  # fmt: skip
 METRIC_PREFIXES = ("train/", "test/", "metric/", "time/", "hparam/")  # hparam/: last value
 
@@ -91,6 +91,7 @@ def mlflow_records(client: Any, experiment_id: str, name: str) -> list[dict[str,
                     "data_source": tags.get("raywae.data/source"),
                     "data_fingerprint": tags.get("raywae.data/fingerprint"),
                     "error": tags.get("raywae.error"),
+                    "stopped_early": tags.get("raywae.stopped_early"),
                     "params": run.data.params,
                     "metrics": run.data.metrics,
                 }

@@ -33,18 +33,19 @@ Space = dict[str, dict[str, tuple[Any, ...]]]
 # --- the document's schema (checked by config.coerce) ------------------------------------------
 SCHEDULER_KEYS: dict[str, tuple[str, ...]] = {  # the settings each scheduler reads
     "fifo": (),
-    "asha": ("grace_period", "reduction_factor", "max_t", "brackets"),
-    "hyperband": ("reduction_factor", "max_t"),
-    "median": ("grace_period", "min_samples_required"),
+    "asha": ("grace_period", "reduction_factor", "max_t", "brackets", "final_eval"),
+    "hyperband": ("reduction_factor", "max_t", "final_eval"),
+    "median": ("grace_period", "min_samples_required", "final_eval"),
     "pbt": (
         "perturbation_interval",
         "burn_in_period",
         "quantile_fraction",
         "resample_probability",
+        "synch",
         "mutations",
     ),  # fmt: skip
-    "pb2": ("perturbation_interval", "burn_in_period", "quantile_fraction", "mutations"),
-    "mo_asha": ("grace_period", "reduction_factor", "max_t"),
+    "pb2": ("perturbation_interval", "burn_in_period", "quantile_fraction", "synch", "mutations"),
+    "mo_asha": ("grace_period", "reduction_factor", "max_t", "final_eval"),
 }
 SchedulerName = Literal["fifo", "asha", "hyperband", "median", "pbt", "pb2", "mo_asha"]
 POPULATION = ("pbt", "pb2")  # schedulers that change a trial's hyperparameters
@@ -59,7 +60,10 @@ class SchedulerDoc:
     base.train.steps), perturbation_interval (pbt, pb2; a multiple of the checkpoint
     cadence); synch: perturb once every trial has reached the interval. mutations (pbt,
     pb2): hyperparameter -> {uniform | loguniform: [low, high]} or {choice: [...]} (pb2:
-    intervals only), the bounds trials explore inside."""
+    intervals only), the bounds trials explore inside. final_eval (asha, hyperband, median,
+    mo_asha): a trial stopped early also gets the full final evaluation from its newest
+    checkpoint (default false: a minute per model on a CPU, for a model its proxies already
+    ranked out)."""
 
     name: SchedulerName = "fifo"
     metric: str | tuple[str, ...] | None = None
@@ -74,6 +78,7 @@ class SchedulerDoc:
     quantile_fraction: float = 0.25
     resample_probability: float = 0.25
     synch: bool = False
+    final_eval: bool = False
     mutations: Space = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -526,6 +531,7 @@ def _scheduler(search: SearchDoc, arms: dict[str, Arm], steps: int) -> Scheduler
         "quantile_fraction": doc.quantile_fraction,
         "resample_probability": doc.resample_probability,
         "synch": doc.synch,
+        "final_eval": doc.final_eval,
     }
     settings = {k: v for k, v in settings.items() if k in SCHEDULER_KEYS[doc.name]}
     if "grace_period" in settings:

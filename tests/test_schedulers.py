@@ -17,6 +17,7 @@ import torch
 from raywae.checkpoint import STATE_FILE, weights_digest
 from raywae.sweep import main
 from raywae.tracking import EXPLOITS_TAG, STOPPED_TAG
+from raywae.tune.stopped import FINAL_EVAL_TAG
 from tests.test_sweep import ENV, TINY, runs_of, start_driver, wait_for, write_space
 
 # A proxy every report (the whole tiny grid, a short classifier fit): schedulers act on it.
@@ -66,9 +67,10 @@ def test_dry_run_names_the_scheduler_and_its_settings(
 
 def test_asha_stops_trials_at_its_rungs(tmp_path: Path, local_ray: None) -> None:
     """Trials run one at a time in plan order, best first (a tiny learning rate trains
-    slower): each later trial is below its rung's cutoff at step 10 and is stopped there."""
-    search = {"metric": "proxy/recon", "mode": "min",
-              "scheduler": {"name": "asha", "grace_period": 10, "reduction_factor": 2}}  # fmt: skip
+    slower): each later trial is below its rung's cutoff at step 10 and is stopped there.
+    With final_eval the stopped ones are then evaluated from their step-10 checkpoints."""
+    scheduler = {"name": "asha", "grace_period": 10, "reduction_factor": 2, "final_eval": True}
+    search = {"metric": "proxy/recon", "mode": "min", "scheduler": scheduler}
     arms = {"beta_vae": {"grid": {"train.lr": [1e-2, 1e-6, 1e-7]}}}
     path = write_space(tmp_path, "asha", arms=arms, search=search, base=PROXIED, concurrency=1)
     assert main([str(path)]) == 0  # stopped early is not failed
@@ -80,9 +82,19 @@ def test_asha_stops_trials_at_its_rungs(tmp_path: Path, local_ray: None) -> None
     for lr in (1e-6, 1e-7):
         run = by_lr[lr]
         assert run.data.tags[STOPPED_TAG].startswith("step 10: asha"), run.data.tags
-        assert "metric/beta_vae_5" not in run.data.metrics  # no final evaluation
         history = client.get_metric_history(run.info.run_id, "proxy/recon")
         assert [m.step for m in history] == [10]  # it keeps the proxies it reported
+        assert run.data.tags[FINAL_EVAL_TAG] == "at step 10 (stopped early)"
+        final = client.get_metric_history(run.info.run_id, "metric/beta_vae_5")
+        assert [m.step for m in final] == [10] and 0 <= final[0].value <= 1
+    # The analysis puts none of the stopped models on a front.
+    from analysis.aggregate import paper_pairs
+    from analysis.collect import mlflow_records, tidy
+
+    records = mlflow_records(client, runs[0].info.experiment_id, "asha")
+    table = tidy(records).assign(setting=lambda t: t["run_id"])
+    pairs = paper_pairs(table, "metric/beta_vae_5")
+    assert set(pairs["run_id"]) == {by_lr[1e-2].info.run_id}
 
 
 def _exploits(experiment: Path) -> list[tuple[Path, dict]]:
@@ -169,3 +181,4 @@ def test_killed_scheduled_sweep_resumes_with_its_scheduler(tmp_path: Path) -> No
     stopped = [r for r in runs if STOPPED_TAG in r.data.tags]
     assert all("mo_asha" in r.data.tags[STOPPED_TAG] for r in stopped)
     assert all("metric/beta_vae_5" in r.data.metrics for r in runs if r not in stopped)
+    assert not any("metric/beta_vae_5" in r.data.metrics for r in stopped)  # final_eval: false

@@ -125,6 +125,10 @@ def run(
             ),
         )
     results = tuner.fit()
+    if spec.scheduler.settings.get("final_eval"):
+        from raywae.tune.stopped import evaluate_stopped
+
+        evaluate_stopped(spec, results, tracking_uri)
     return summarize(spec, results, path, tracking_uri)
 
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ from raywae.checkpoint import STATE_FILE, weights_digest
 from raywae.sweep import main
 from raywae.tracking import EXPLOITS_TAG, STOPPED_TAG
 from raywae.tune.stopped import FINAL_EVAL_TAG
-from tests.test_sweep import ENV, TINY, runs_of, start_driver, wait_for, write_space
+from tests.test_sweep import TINY, resume, runs_of, start_driver, wait_for, write_space
 
 # A proxy every report (the whole tiny grid, a short classifier fit): schedulers act on it.
 PROXY = {"grid_subsample": {}, "steps": 200, "points": 300}
@@ -165,13 +163,7 @@ def test_killed_scheduled_sweep_resumes_with_its_scheduler(tmp_path: Path) -> No
     driver.send_signal(signal.SIGINT)
     out, _ = driver.communicate(timeout=120)
     assert driver.returncode == 130, out[-3000:]
-    resumed = subprocess.run(
-        [sys.executable, "-m", "raywae.sweep", str(path), "--resume"],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    resumed = resume(path)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     client, runs = runs_of(tmp_path, "mo_resume")
     planned = sorted((b, s) for b in (1.0, 4.0, 16.0) for s in (0, 1))

@@ -293,6 +293,17 @@ def start_driver(path: Path, *extra: str) -> subprocess.Popen:
     )
 
 
+def resume(path: Path) -> subprocess.CompletedProcess:
+    """`python -m raywae.sweep PATH --resume` in a fresh process (10 minutes at most)."""
+    return subprocess.run(
+        [sys.executable, "-m", "raywae.sweep", str(path), "--resume"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 def wait_for(driver: subprocess.Popen, ready: object, limit: float = 300) -> None:
     """Poll until ready() (Tune's files, not MLflow: the driver may be creating the database);
     the driver must still be running then."""
@@ -322,13 +333,7 @@ def test_killed_sweep_resumes_without_duplicates(tmp_path: Path, sig: signal.Sig
     out, _ = driver.communicate(timeout=120)
     if sig == signal.SIGINT:
         assert "--resume" in out, out[-3000:]
-    resumed = subprocess.run(
-        [sys.executable, "-m", "raywae.sweep", str(path), "--resume"],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    resumed = resume(path)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     client, runs = runs_of(tmp_path, "smoke_resume")
     betas = sorted(float(r.data.params["objective.beta"]) for r in runs)
@@ -369,13 +374,7 @@ def test_resume_when_the_named_checkpoint_is_gone(tmp_path: Path) -> None:
     assert left, "no checkpoint left to continue from"
     step = torch.load(left[-1], weights_only=True)["step"]  # the newest one left
     before = {line["pid"] for line in results_of(named.parent)}
-    resumed = subprocess.run(
-        [sys.executable, "-m", "raywae.sweep", str(path), "--resume"],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    resumed = resume(path)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert f"{named.name}, its checkpoint in Tune's state, is gone" in resumed.stdout
     assert f"continuing from {left[-1].parent.name}" in resumed.stdout

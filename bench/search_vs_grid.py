@@ -32,11 +32,11 @@ STEPS = 300  # a full trial
 # model, not the paper's preset's 25 s).
 BASE = {
     "data": {"source": "auto", "subgrid": {"orientation": 4, "posX": 4, "posY": 4}},
-    "model": {"hidden": 256},
+    "model": {"hidden": 128},
     "objective": {"name": "wae_mmd", "lam": 400, "p": 1},
     "train": {"steps": STEPS, "report_every": 50},
     "metrics": {"preset": "disentanglement_lib", "runs": 1, "every": 50,
-                "proxy": {"grid_subsample": {}, "points": 1000, "steps": 2000}},
+                "proxy": {"grid_subsample": {}, "points": 500, "steps": 1000}},
 }  # fmt: skip
 SPACE = {"objective.lp_lambda": {"uniform": [0.0, 12.0]}}  # the paper's λ1 range
 GRID = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12]  # the grid: 12 values over the range

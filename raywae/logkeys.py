@@ -19,7 +19,9 @@ from raywae import families
 from raywae.config import Config
 
 STEP, DONE, MEMBERS = "step", "done", "members"
-EXPLOITED = "exploited_from"  # a report's: the trial whose checkpoint this trial continued from
+# After a PBT exploit, the first report's: the trial whose checkpoint this trial continued
+# from, and that checkpoint's step.
+EXPLOITED, RESTORED_STEP = "exploited_from", "restored_step"
 DURING, END = "during", "end"  # when a key is reported: every report window, the final report
 LOGGED = ("train/", "test/", "metric/", "proxy/", "time/", "hparam/")  # the figures of a run
 # The score a setting's models are ranked by in its aggregate (the paper's: the 5-factor

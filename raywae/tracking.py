@@ -26,7 +26,7 @@ from ray import tune
 import raywae
 from raywae.checkpoint import CONFIG_FILE, artifact_folder
 from raywae.config import flatten, to_dict
-from raywae.logkeys import DONE, EXPLOITED, FAILED, LOGGED, split_report
+from raywae.logkeys import DONE, EXPLOITED, FAILED, LOGGED, RESTORED_STEP, split_report
 from raywae.search_space import SweepSpec
 from raywae.tune.schedulers import stop_reason
 
@@ -277,7 +277,7 @@ class MLflowCallback(tune.Callback):
             tags = [RunTag(f"raywae.{k}", str(logs[k])) for k in context if k in logs]
             if source := logs.get(EXPLOITED):  # PBT: this report's weights are source's
                 before = self.client.get_run(runs[key]).data.tags.get(EXPLOITS_TAG)
-                event = f"step {logs.get('restored_step', step)} from {source}"
+                event = f"step {logs.get(RESTORED_STEP, step)} from {source}"
                 tags.append(RunTag(EXPLOITS_TAG, f"{before}; {event}" if before else event))
             self.client.log_batch(runs[key], metrics=metrics, tags=tags)
 
@@ -290,7 +290,7 @@ class MLflowCallback(tune.Callback):
             if failed := last.get(key, {}).get(FAILED):  # ended on a deterministic error
                 self._failed(key, run_id, failed)
                 continue
-            reason = stop_reason(self.scheduler, trial.trial_id) if self.scheduler else None
+            reason = stop_reason(self.scheduler, trial.trial_id)
             if reason is not None:  # stopped by the scheduler: a finished run, marked so
                 self.client.set_tag(run_id, STOPPED_TAG, f"step {reason[0]}: {reason[1]}")
             elif trial.checkpoint is not None:

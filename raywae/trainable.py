@@ -25,7 +25,7 @@ from ray.experimental.tqdm_ray import tqdm as ray_tqdm
 from raywae.checkpoint import STATE_FILE, artifact_folder, weights_digest
 from raywae.data import open_dataset
 from raywae.experiment import Experiment
-from raywae.logkeys import EXPLOITED, trial_report
+from raywae.logkeys import EXPLOITED, RESTORED_STEP, trial_report
 from raywae.search_space import SweepSpec
 from raywae.train import Logs, NonFiniteLossError
 
@@ -53,7 +53,7 @@ def train_trial(config: dict[str, Any], spec: SweepSpec) -> None:
             exp.restore(Path(folder) / STATE_FILE, f"{restored.path}/{STATE_FILE}")
         if not own:  # PBT's exploit: another trial's weights, this trial's hyperparameters
             digest = weights_digest(exp.trainer.state_dict())
-            context |= {EXPLOITED: source, "restored_step": exp.trainer.step, DIGEST: digest}
+            context |= {EXPLOITED: source, RESTORED_STEP: exp.trainer.step, DIGEST: digest}
     seeds = [cfg.seed for cfg in models]
     # PBT / PB2: each model's current values of the hyperparameters they vary, every report.
     varied = spec.members(config)[0]
@@ -74,7 +74,7 @@ def train_trial(config: dict[str, Any], spec: SweepSpec) -> None:
         members = {i: {**v, **hparams} for i, v in logs.items()} | exp.failures()
         out = trial_report(exp.trainer.step, members, seeds, **context, reported_at=time.time())
         out |= {"done": True} if done else {}
-        for key in (EXPLOITED, "restored_step", DIGEST):  # once, with the first report after it
+        for key in (EXPLOITED, RESTORED_STEP, DIGEST):  # once, with the first report after it
             context.pop(key, None)
         if not done and exp.trainer.step % every:  # a report without a checkpoint
             tune.report(out)

@@ -11,7 +11,7 @@ from typing import Any
 
 from raywae.data.dsprites import DATA_ENV
 from raywae.logkeys import DONE, FAILED, split_report
-from raywae.search_space import SweepSpec
+from raywae.search_space import PLANNED, POPULATION, SweepSpec
 from raywae.tune.connect import connect
 from raywae.tune.preflight import (
     SweepError,
@@ -38,7 +38,6 @@ def run(
 
     from raywae.data import data_dir
     from raywae.resume import ResumeFromNewestCheckpoint
-    from raywae.search_space import PLANNED, POPULATION
     from raywae.tracking import MLflowCallback, default_tracking_uri, prepare_store
     from raywae.trainable import BARS_ENV, train_trial
     from raywae.tune.schedulers import SchedulerState, build

@@ -8,6 +8,7 @@ of other proxy settings (grid subsample, points, Adagrad steps), which is how th
 
     python bench/proxy_quality.py --out bench/results/proxy_quality.jsonl      # 24 models
     python bench/proxy_quality.py --out FILE --table-only                      # reprint
+    python bench/proxy_quality.py --cost       # the defaults' cost on the paper's network
 
 Each finished model is appended to --out (JSON lines): a rerun skips the models it has.
 Models train two at a time in worker processes of one torch thread each.
@@ -163,13 +164,54 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def paper_cost(threads: int = 1, steps: int = 50) -> str:
+    """The default proxies' cost where the paper trains: its FC network on the whole dSprites
+    grid, whose proxy grid is every 4th orientation, x and y (11,520 images), against the
+    training step's time measured in the same run, both on `threads` torch threads."""
+    import torch
+
+    from raywae.config import Config, override
+    from raywae.data import FactorGrid, load_dsprites
+    from raywae.experiment import Experiment
+    from raywae.metrics.proxy import higgins_proxy, proxy_grid
+
+    torch.set_num_threads(threads)
+    cfg = override(Config(), {"data.source": "procedural"})
+    grid = proxy_grid(FactorGrid.dsprites(), cfg.metrics)
+    ds = load_dsprites("procedural", grid=grid)  # the proxy grid's images only
+    exp = Experiment(cfg, ds, progress=False)
+    exp.trainer.run(steps=5)  # warm-up
+    start = time.perf_counter()
+    exp.trainer.run(steps=steps)
+    step_s = (time.perf_counter() - start) / steps
+    costs = []
+    for _ in range(3):
+        start = time.perf_counter()
+        codes = exp.trainer.code_tables(grid)
+        higgins_proxy(list(codes), grid, [0], cfg.metrics)
+        costs.append(time.perf_counter() - start)
+    proxy_s = min(costs)
+    lines = [
+        f"paper network, {threads} thread(s): a training step {step_s * 1e3:.0f} ms; the "
+        f"default proxies (encode {len(grid)} images, 2 classifiers of "
+        f"{cfg.metrics.proxy.points} points × {cfg.metrics.proxy.steps} steps) {proxy_s:.2f} s",
+    ]
+    for every in (250, 500, 1000, 2000, 3000):
+        lines.append(f"  metrics.every {every}: {proxy_s / (every * step_s):.1%} of the training")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("bench/results/proxy_quality.jsonl"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--table-only", action="store_true")
+    p.add_argument("--cost", action="store_true", help="only the defaults' cost (paper_cost)")
     args = p.parse_args()
+    if args.cost:
+        print(paper_cost())
+        return
     rows = (
         [json.loads(line) for line in args.out.read_text().splitlines()]
         if args.out.exists()

@@ -32,7 +32,8 @@ class FakeTrial:
 @dataclass
 class FakeController:
     """What the scheduler calls on Tune's controller: get_trials, stop_trial (which, like
-    Tune's, calls the scheduler's on_trial_remove for a PAUSED trial)."""
+    Tune's, calls the scheduler's on_trial_remove for a PAUSED trial, and its
+    on_trial_complete for a RUNNING one)."""
 
     sched: MultiObjectiveASHA
     trials: list[FakeTrial] = field(default_factory=list)
@@ -45,6 +46,8 @@ class FakeController:
         self.stop_calls.append(trial.trial_id)
         if trial.status == Trial.PAUSED:
             self.sched.on_trial_remove(self, trial)
+        elif trial.status == Trial.RUNNING:
+            self.sched.on_trial_complete(self, trial, {})
         trial.status = Trial.TERMINATED
 
     def add(self, tid: str, setting: int, seed: int = 0) -> FakeTrial:
@@ -137,40 +140,38 @@ def test_results_without_every_metric_or_at_max_t_continue_unrecorded() -> None:
     assert "0 settings" in sched.debug_string() and not sched.stopped
 
 
-def test_replicates_pause_then_decide_on_the_aggregate() -> None:
+def test_replicates_train_on_then_decide_on_the_aggregate() -> None:
     sched, ctl = make(replicates=3)
     a = [ctl.add(f"a{s}", 0, s) for s in range(3)]
     b = [ctl.add(f"b{s}", 1, s) for s in range(3)]
     c = [ctl.add(f"c{s}", 2, s) for s in range(3)]
-    assert [ctl.report(t, 100, 2.0, 0.5) for t in a] == [P, P, C]  # alone at the rung
-    assert ctl.report(b[0], 100, 1.5, 0.6) == P
-    assert ctl.report(b[1], 100, 1.5, 0.6) == P
-    # a0, a1 promoted: resumed; b0, b1 wait for their last sibling: never chosen
-    for t in [b[2], *c]:
-        t.status = Trial.RUNNING  # no PENDING trial left to prefer
-    resumed = []
-    while (pick := sched.choose_trial_to_run(ctl)) is not None:
-        resumed.append(pick.trial_id)
-        pick.status = Trial.RUNNING
-    assert resumed == ["a0", "a1"]
+    assert [ctl.report(t, 100, 2.0, 0.5) for t in a] == [C, C, C]  # alone at the rung
+    assert ctl.report(b[0], 100, 1.5, 0.6) == C  # waits for its siblings, training on
+    assert ctl.report(b[1], 100, 1.5, 0.6) == C
     # b2 alone (9, 0.0) or the plain mean (4, 0.4) is dominated by a's (2, 0.5); the paper's
     # aggregate drops it: (1.5, 0.6) dominates a, so b ranks 1st of 2 and continues
     assert ctl.report(b[2], 100, 9.0, 0.0) == C
-    assert sched.choose_trial_to_run(ctl).trial_id == "b0"
-    # c (3, ~0.42) is dominated by both: 3rd of 3, top 2 kept; its paused siblings are stopped
-    assert [ctl.report(t, 100, 3.0, m) for t, m in zip(c, [0.4, 0.4, 0.45])] == [P, P, S]
+    assert not sched.stopped and not ctl.stop_calls
+    # c (3, ~0.42) is dominated by both: 3rd of 3, top 2 kept; the siblings that trained on
+    # while they waited are stopped with it
+    assert [ctl.report(t, 100, 3.0, m) for t, m in zip(c, [0.4, 0.4, 0.45])] == [C, C, S]
     assert ctl.stop_calls == ["c0", "c1"]
     assert set(sched.stopped) == {"c0", "c1", "c2"}
+    assert sched.stop_reason("c0")[0] == 100
 
 
-def test_an_errored_replicate_no_longer_blocks_its_setting() -> None:
+def test_a_finished_replicate_is_not_stopped_and_an_errored_one_no_longer_counts() -> None:
     sched, ctl = make(replicates=3)
     a = [ctl.add(f"a{s}", 0, s) for s in range(3)]
-    assert [ctl.report(t, 100, 2.0, 0.5) for t in a[:2]] == [P, P]
-    assert sched.choose_trial_to_run(ctl).trial_id == "a2"  # still PENDING
-    a[2].status = Trial.ERROR
-    sched.on_trial_error(ctl, a[2])
-    assert sched.choose_trial_to_run(ctl).trial_id == "a0"  # decided without it: promoted
+    b = [ctl.add(f"b{s}", 1, s) for s in range(3)]
+    assert [ctl.report(t, 100, 1.0, 0.9) for t in a] == [C, C, C]
+    assert ctl.report(b[0], 100, 5.0, 0.1) == C
+    b[0].status = Trial.TERMINATED  # it trained to its end before its siblings arrived
+    sched.on_trial_complete(ctl, b[0], {})
+    b[2].status = Trial.ERROR
+    sched.on_trial_error(ctl, b[2])  # decided without it: b1 completes the setting
+    assert ctl.report(b[1], 100, 5.0, 0.1) == S  # dominated by a: 2nd of 2, top 1 kept
+    assert ctl.stop_calls == [] and set(sched.stopped) == {"b1"}
 
 
 def test_state_round_trips_keep_the_decisions(tmp_path: object) -> None:

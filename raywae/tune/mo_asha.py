@@ -9,10 +9,12 @@ rank is within the top 1/eta. Each trial is judged alone, asynchronously, on one
 
 This scheduler differs in three ways. Decisions are per *setting* (a config without its seed):
 a setting's value at a rung is the paper's aggregate over its seed replicates (drop the worse
-half by one metric, average the rest). A replicate that reaches a rung before its siblings is
-paused until the last live one arrives, then the setting continues or stops as a whole. Ties
-within a front are broken by crowding distance, then by the setting's first arrival, so a
-decision is deterministic.
+half by one metric, average the rest). A replicate that reaches a rung before its siblings
+trains on until the last live one arrives; then the setting continues or stops as a whole, the
+replicates still training included. (Pausing them instead deadlocks under a concurrency limit
+below the replicate count: Tune counts a paused trial as running, so its siblings never
+start.) Ties within a front are broken by crowding distance, then by the setting's first
+arrival, so a decision is deterministic.
 """
 
 from __future__ import annotations
@@ -168,13 +170,13 @@ class MultiObjectiveASHA(FIFOScheduler):
         ]
         self._last_rung: dict[str, int] = {}  # trial_id -> highest rung index recorded
         self._decisions: dict[tuple[int, Setting], tuple[bool, str]] = {}  # promoted, reason
-        self._paused_at: dict[str, int] = {}  # trial_id -> rung index it waits at
+        self._waiting: dict[str, int] = {}  # trial_id -> rung its setting's decision is due at
         self._ended: set[str] = set()  # errored / removed / completed trials
         self.stopped: dict[str, tuple[int, str]] = {}
 
     # -- state -----------------------------------------------------------------------------
 
-    _STATE = ("_setting_of", "_arrival", "_records", "_last_rung", "_decisions", "_paused_at",
+    _STATE = ("_setting_of", "_arrival", "_records", "_last_rung", "_decisions", "_waiting",
               "_ended", "stopped")  # fmt: skip
 
     def get_state(self) -> dict:
@@ -222,7 +224,6 @@ class MultiObjectiveASHA(FIFOScheduler):
         """A trial ended: siblings waiting at a rung it never reached stop waiting for it."""
         tid = trial.trial_id
         self._ended.add(tid)
-        self._paused_at.pop(tid, None)
         setting = self._setting_of.get(tid)
         for r, by_setting in enumerate(self._records):
             if setting in by_setting and (r, setting) not in self._decisions:
@@ -232,7 +233,6 @@ class MultiObjectiveASHA(FIFOScheduler):
     def on_trial_result(self, tune_controller: TuneController, trial: Trial, result: dict) -> str:
         tid = trial.trial_id
         self._ended.discard(tid)  # a retried trial is live again
-        self._paused_at.pop(tid, None)
         step = result.get(self.time_attr)
         if step is None or step >= self.max_t or any(m not in result for m in self.metrics):
             return TrialScheduler.CONTINUE
@@ -245,9 +245,9 @@ class MultiObjectiveASHA(FIFOScheduler):
         values = np.array([float(result[m]) for m in self.metrics])
         self._records[r].setdefault(setting, {})[tid] = (step, values)
         if (r, setting) not in self._decisions:
-            if not self._complete(r, setting):
-                self._paused_at[tid] = r
-                return TrialScheduler.PAUSE
+            if not self._complete(r, setting):  # trains on until its siblings arrive
+                self._waiting[tid] = r
+                return TrialScheduler.CONTINUE
             self._decide(tune_controller, r, setting, arriving=tid)
         promoted, reason = self._decisions[(r, setting)]
         if promoted:
@@ -269,8 +269,9 @@ class MultiObjectiveASHA(FIFOScheduler):
     def _decide(
         self, tune_controller: TuneController, r: int, setting: Setting, arriving: str | None = None
     ) -> None:
-        """Rank the complete settings at rung r; promote or stop `setting` and its paused
-        replicates (the arriving trial gets its answer from on_trial_result)."""
+        """Rank the complete settings at rung r; promote or stop `setting` and its replicates
+        that went on training while they waited for it (the arriving trial gets its answer
+        from on_trial_result; a replicate that has already finished is left as it is)."""
         rivals = [s for s in self._records[r] if s == setting or (r, s) in self._decisions]
         rivals.sort(key=self._arrival.__getitem__)
         points = np.stack(
@@ -289,33 +290,18 @@ class MultiObjectiveASHA(FIFOScheduler):
         )
         # record first: stop_trial below calls back into on_trial_remove
         self._decisions[(r, setting)] = (promoted, reason)
+        waiting = [t for t, at in self._waiting.items() if at == r and t != arriving]
+        waiting = [t for t in waiting if self._setting_of[t] == setting]
+        for tid in waiting:
+            del self._waiting[tid]
         if promoted:
             return
-        waiting = [t for t, at in self._paused_at.items() if at == r and t != arriving]
-        waiting = [t for t in waiting if self._setting_of[t] == setting]
+        live = (Trial.PENDING, Trial.RUNNING, Trial.PAUSED)
         trials = {t.trial_id: t for t in tune_controller.get_trials()}
         for tid in waiting:
-            self.stopped[tid] = (int(self._records[r][setting][tid][0]), reason)
-            if tid in trials:
+            if tid in trials and trials[tid].status in live and tid not in self._ended:
+                self.stopped[tid] = (int(self._records[r][setting][tid][0]), reason)
                 tune_controller.stop_trial(trials[tid])
-
-    def choose_trial_to_run(self, tune_controller: TuneController) -> Trial | None:
-        """PENDING trials first, then PAUSED ones free to go: promoted at the rung they wait
-        at, or not paused by this scheduler. Never one still waiting for its siblings."""
-        trials = tune_controller.get_trials()
-        for trial in trials:
-            if trial.status == Trial.PENDING:
-                return trial
-        for trial in trials:
-            if trial.status != Trial.PAUSED or trial.trial_id in self._ended:
-                continue
-            r = self._paused_at.get(trial.trial_id)
-            if r is None:
-                return trial
-            decision = self._decisions.get((r, self._setting_of[trial.trial_id]))
-            if decision is not None and decision[0]:
-                return trial
-        return None
 
     def debug_string(self) -> str:
         per_rung = ", ".join(

@@ -79,9 +79,13 @@ def methods(rep: int) -> dict[str, dict[str, Any]]:
                 },
             },
         },  # fmt: skip
+        # The whole population trains at once (a sixth of a core each: PBT needs its members
+        # side by side; the comparison is in steps, not seconds).
         "pbt": {
             "arms": {"wae_gaussian": {}},
             "seeds": FULL,
+            "resources": {"cpu": 0.16},
+            "concurrency": FULL,
             "search": {
                 "algorithm": "grid",
                 **OBJECTIVES,

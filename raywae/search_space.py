@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import difflib
 import itertools
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,99 +15,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 from raywae import config as cfgmod
+from raywae import distributions, scheduling
 from raywae.config import ConfigError, check
+from raywae.distributions import Distribution, Space
 from raywae.families import FAMILIES, unpackable
-from raywae.logkeys import during_training, reported
+from raywae.logkeys import reported
+from raywae.scheduling import SchedulerDoc, SchedulerName, SchedulerSpec
 
-DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
 # A population scheduler's trial config: the planned trial dict under this key (Tune's own grid,
 # as PBT takes no searcher), the hyperparameters it varies at the top level.
 PLANNED = "planned"
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # one path component: a folder name
 
 Grid = dict[str, tuple[Any, ...]]
-Space = dict[str, dict[str, tuple[Any, ...]]]
 
 
 # --- the document's schema (checked by config.coerce) ------------------------------------------
-SCHEDULER_KEYS: dict[str, tuple[str, ...]] = {  # the settings each scheduler reads
-    "fifo": (),
-    "asha": ("grace_period", "reduction_factor", "max_t", "brackets", "final_eval"),
-    "hyperband": ("reduction_factor", "max_t", "final_eval"),
-    "median": ("grace_period", "min_samples_required", "final_eval"),
-    "pbt": (
-        "perturbation_interval",
-        "burn_in_period",
-        "quantile_fraction",
-        "resample_probability",
-        "synch",
-        "mutations",
-    ),  # fmt: skip
-    "pb2": ("perturbation_interval", "burn_in_period", "quantile_fraction", "synch", "mutations"),
-    "mo_asha": ("grace_period", "reduction_factor", "max_t", "final_eval"),
-}
-SchedulerName = Literal["fifo", "asha", "hyperband", "median", "pbt", "pb2", "mo_asha"]
-POPULATION = ("pbt", "pb2")  # schedulers that change a trial's hyperparameters
-
-
-@dataclass(frozen=True)
-class SchedulerDoc:
-    """search.scheduler: Tune's schedulers (and raywae's mo_asha) over training steps. metric /
-    mode: what it ranks trials by (default search.metric / search.mode), reported during
-    training (a proxy/ or train/ key); mo_asha takes a list. Times are training steps:
-    grace_period (default: the first rung at max_t / reduction_factor²), max_t (default
-    base.train.steps), perturbation_interval (pbt, pb2; a multiple of the checkpoint
-    cadence); synch: perturb once every trial has reached the interval. mutations (pbt,
-    pb2): hyperparameter -> {uniform | loguniform: [low, high]} or {choice: [...]} (pb2:
-    intervals only), the bounds trials explore inside. final_eval (asha, hyperband, median,
-    mo_asha): a trial stopped early also gets the full final evaluation from its newest
-    checkpoint (default false: a minute per model on a CPU, for a model its proxies already
-    ranked out)."""
-
-    name: SchedulerName = "fifo"
-    metric: str | tuple[str, ...] | None = None
-    mode: str | tuple[str, ...] | None = None
-    grace_period: int | None = None
-    reduction_factor: float = 3.0
-    max_t: int | None = None
-    brackets: int = 1
-    min_samples_required: int = 3
-    perturbation_interval: int | None = None
-    burn_in_period: int = 0
-    quantile_fraction: float = 0.25
-    resample_probability: float = 0.25
-    synch: bool = False
-    final_eval: bool = False
-    mutations: Space = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        defaults = SchedulerDoc.__dataclass_fields__
-        for key, f in defaults.items():
-            default = f.default_factory() if callable(f.default_factory) else f.default
-            used = key in ("name", "metric", "mode") or key in SCHEDULER_KEYS[self.name]
-            check(
-                used or getattr(self, key) == default,
-                key,
-                f"not a setting of scheduler {self.name!r}; it reads "
-                f"{['metric', 'mode', *SCHEDULER_KEYS[self.name]]}",
-            )
-        check(self.reduction_factor > 1, "reduction_factor", "must be > 1")
-        for key in ("grace_period", "max_t", "perturbation_interval"):
-            value = getattr(self, key)
-            check(value is None or value >= 1, key, f"steps: must be >= 1, got {value}")
-        check(0 < self.quantile_fraction <= 0.5, "quantile_fraction", "must lie in (0, 0.5]")
-        check(0 <= self.resample_probability <= 1, "resample_probability", "must lie in [0, 1]")
-        check(self.brackets >= 1, "brackets", "must be >= 1")
-        check(self.min_samples_required >= 1, "min_samples_required", "must be >= 1")
-        if self.name in POPULATION:
-            check(bool(self.mutations), "mutations", f"{self.name} needs hyperparameters to vary")
-            check(
-                self.perturbation_interval is not None,
-                "perturbation_interval",
-                f"{self.name} needs one (training steps between exploits)",
-            )
-
-
 @dataclass(frozen=True)
 class SearchDoc:
     algorithm: Literal["grid", "optuna", "random"] = "grid"
@@ -117,9 +39,7 @@ class SearchDoc:
     mode: str | tuple[str, ...] = "max"
     num_samples: int = 1
     seed: int = 0
-    scheduler: (
-        SchedulerDoc | Literal["fifo", "asha", "hyperband", "median", "pbt", "pb2", "mo_asha"]
-    ) = "fifo"
+    scheduler: SchedulerDoc | SchedulerName = "fifo"
 
     def __post_init__(self) -> None:
         metric, mode = _as_tuple(self.metric), _as_tuple(self.mode)
@@ -199,14 +119,6 @@ class SweepDoc:
 
 # --- the resolved sweep ----------------------------------------------------------------------
 @dataclass(frozen=True)
-class Distribution:
-    """One searched hyperparameter: kind in DISTRIBUTIONS; args (low, high) or the choices."""
-
-    kind: str
-    args: tuple[Any, ...]
-
-
-@dataclass(frozen=True)
 class Arm:
     """A model family: dotted settings over `base`, its own grid axes and distributions."""
 
@@ -228,30 +140,6 @@ class Trial:
         """The flat trial dict every Tune trial receives, grid or Optuna:
         {"arm": name, "seed": int, "<dotted.key>": value, ...}."""
         return {"arm": self.arm, "seed": self.seed, **self.params}
-
-
-@dataclass(frozen=True)
-class SchedulerSpec:
-    """search.scheduler resolved: its name, the metrics it ranks by with their modes, its
-    settings (the keys SCHEDULER_KEYS names, times in training steps, defaults filled in) and
-    the hyperparameters a population scheduler varies."""
-
-    name: str = "fifo"
-    metric: tuple[str, ...] = ()
-    mode: tuple[str, ...] = ()
-    settings: dict[str, Any] = field(default_factory=dict)
-    mutations: dict[str, Distribution] = field(default_factory=dict)
-
-    def describe(self) -> str:
-        """One line for --dry-run: the scheduler and every setting it runs with."""
-        if self.name == "fifo":
-            return "scheduler fifo: every trial trains its full budget"
-        ranks = ", ".join(f"{m} ({o})" for m, o in zip(self.metric, self.mode))
-        settings = ", ".join(f"{k}={v}" for k, v in self.settings.items())
-        varied = ", ".join(f"{k} ~ {d.kind}{list(d.args)}" for k, d in self.mutations.items())
-        return f"scheduler {self.name} on {ranks}, in steps: {settings}" + (
-            f"; varies {varied}" if varied else ""
-        )
 
 
 @dataclass(frozen=True)
@@ -377,31 +265,6 @@ def _grid(grid: Grid, key: str) -> Grid:
     return grid
 
 
-def _distributions(space: Space, key: str) -> dict[str, Distribution]:
-    out = {}
-    for k, spec in space.items():
-        sub = f"{key}.{k}"
-        check(
-            len(spec) == 1 and next(iter(spec)) in DISTRIBUTIONS,
-            sub,
-            f"a distribution is one of {list(DISTRIBUTIONS)}: e.g. {{loguniform: [1, 100]}}; "
-            f"got {spec!r}",
-        )
-        kind, args = next(iter(spec.items()))
-        check(bool(args), f"{sub}.{kind}", "expected a non-empty list")
-        if kind != "choice":
-            check(len(args) == 2, f"{sub}.{kind}", f"expected [low, high], got {list(args)}")
-            low, high = (cfgmod.coerce(a, float, f"{sub}.{kind}") for a in args)
-            check(
-                low < high and (kind != "loguniform" or low > 0),
-                f"{sub}.{kind}",
-                f"need {'0 < ' * (kind == 'loguniform')}low < high, got [{low}, {high}]",
-            )
-            args = (int(low), int(high)) if kind == "int" else (low, high)
-        out[k] = Distribution(kind, tuple(args))
-    return out
-
-
 def _spec(doc: SweepDoc, source: str) -> SweepSpec:
     try:
         cfgmod.from_dict(doc.base, source)
@@ -409,7 +272,7 @@ def _spec(doc: SweepDoc, source: str) -> SweepSpec:
         raise ConfigError(f"base.{err.key}", err.message) from None
     search = doc.search
     shared_grid = _grid(doc.grid, "grid")
-    shared_space = _distributions(doc.space, "space")
+    shared_space = distributions.parse(doc.space, "space")
     arms = {}
     for name, arm_doc in (doc.arms or {"default": None}).items():
         arm_doc = arm_doc or ArmDoc()
@@ -431,7 +294,7 @@ def _spec(doc: SweepDoc, source: str) -> SweepSpec:
             + f"name one with `family:` ({sorted(FAMILIES)}) or `set: {{objective: ...}}`",
         )
         grid = {**shared_grid, **_grid(arm_doc.grid, f"arms.{name}.grid")}
-        space = {**shared_space, **_distributions(arm_doc.space, f"arms.{name}.space")}
+        space = {**shared_space, **distributions.parse(arm_doc.space, f"arms.{name}.space")}
         arms[name] = Arm(name, settings, grid, space)
     check(
         search.algorithm != "grid" or not any(a.space for a in arms.values()),
@@ -447,7 +310,12 @@ def _spec(doc: SweepDoc, source: str) -> SweepSpec:
         for arm in arms.values()
     )
     return SweepSpec(
-        scheduler=_scheduler(search, arms, steps),
+        scheduler=scheduling.resolve(
+            search.scheduler,
+            (search.algorithm, _as_tuple(search.metric), _as_tuple(search.mode)),
+            {name: arm.grid for name, arm in arms.items()},
+            steps,
+        ),
         pack=pack,
         source=source,
         name=doc.name,
@@ -469,78 +337,6 @@ def _spec(doc: SweepDoc, source: str) -> SweepSpec:
         log_model=doc.tracking.log_model,
         description=doc.description or "",
     )
-
-
-def _scheduler(search: SearchDoc, arms: dict[str, Arm], steps: int) -> SchedulerSpec:
-    """search.scheduler -> SchedulerSpec (metric / mode default to search's; max_t to the
-    longest arm's train.steps; grace_period to the first rung at max_t / η²); checks that a
-    single-objective scheduler has one metric and a population one runs over a grid whose
-    axes it does not also vary."""
-    doc = (
-        search.scheduler
-        if isinstance(search.scheduler, SchedulerDoc)
-        else SchedulerDoc(name=search.scheduler)
-    )
-    key = "scheduler"
-    metric = _as_tuple(doc.metric if doc.metric is not None else search.metric)
-    mode = _as_tuple(doc.mode if doc.mode is not None else search.mode)
-    check(
-        len(metric) == len(mode) and all(m in ("min", "max") for m in mode),
-        f"{key}.mode",
-        f"one of min/max per metric {list(metric)}, got {list(mode)}",
-    )
-    check(
-        doc.name in ("fifo", "mo_asha") or len(metric) == 1,
-        f"{key}.metric",
-        f"{doc.name} ranks trials by one metric, got {list(metric)}: set "
-        "search.scheduler.metric (e.g. proxy/beta_vae_5) or use mo_asha",
-    )
-    if doc.name in POPULATION:
-        check(
-            search.algorithm == "grid",
-            key,
-            f"{doc.name} changes trials' hyperparameters as they train, which an "
-            f"{search.algorithm} search cannot follow: use search.algorithm grid",
-        )
-        for arm in arms.values():
-            both = sorted(set(arm.grid) & set(doc.mutations))
-            check(
-                not both,
-                f"{key}.mutations",
-                f"{both} are grid axes of arm {arm.name!r} too: {doc.name} draws their "
-                "initial values from the mutation bounds",
-            )
-    mutations = _distributions(doc.mutations, f"{key}.mutations")
-    if doc.name == "pb2":
-        for k, d in mutations.items():
-            check(
-                d.kind in ("uniform", "loguniform"),
-                f"{key}.mutations.{k}",
-                "pb2 varies continuous hyperparameters: uniform or loguniform",
-            )
-    max_t = doc.max_t or steps
-    rf = doc.reduction_factor
-    settings = {
-        "max_t": max_t,
-        "grace_period": doc.grace_period or max(1, math.ceil(max_t / rf**2)),
-        "reduction_factor": rf,
-        "brackets": doc.brackets,
-        "min_samples_required": doc.min_samples_required,
-        "perturbation_interval": doc.perturbation_interval,
-        "burn_in_period": doc.burn_in_period,
-        "quantile_fraction": doc.quantile_fraction,
-        "resample_probability": doc.resample_probability,
-        "synch": doc.synch,
-        "final_eval": doc.final_eval,
-    }
-    settings = {k: v for k, v in settings.items() if k in SCHEDULER_KEYS[doc.name]}
-    if "grace_period" in settings:
-        check(
-            settings["grace_period"] < max_t,
-            f"{key}.grace_period",
-            f"must be below max_t ({max_t} steps), got {settings['grace_period']}",
-        )
-    return SchedulerSpec(doc.name, metric, mode, settings, mutations)
 
 
 def _pack(doc: SweepDoc, arms: dict[str, Arm], seeds: int) -> int:
@@ -618,43 +414,4 @@ def _check_configs(spec: SweepSpec, lines: Mapping[str, int]) -> None:
             f"arm {trial['arm']!r} never reports {missing}; its final figures are "
             f"{sorted(k for k in keys if k.startswith(('test/', 'metric/')))}",
         )
-        _check_scheduler(spec, spec.config(trial), trial["arm"], lines)
-
-
-def _check_scheduler(
-    spec: SweepSpec, cfg: cfgmod.Config, arm: str, lines: Mapping[str, int]
-) -> None:
-    """A scheduler acts on reports during training: its metrics must be reported then (a
-    proxy needs metrics.every), and a population scheduler's perturbations must fall on
-    checkpoints (it copies them) carrying its metric."""
-    sched = spec.scheduler
-    if sched.name == "fifo":
-        return
-    key = next(
-        (k for k in ("search.scheduler.metric", "search.metric") if k in lines), "search.metric"
-    )
-    during = during_training(cfg)
-    unreported = [m for m in sched.metric if m not in during]
-    check(
-        not unreported,
-        key,
-        f"scheduler {sched.name} acts on reports during training, and arm {arm!r} reports "
-        f"{unreported} only at the end (or never)"
-        + (
-            "; the proxies need base.metrics.every > 0"
-            if any(m.startswith("proxy/beta_vae") for m in unreported)
-            else ""
-        )
-        + f"; during training it reports {sorted(k for k in during if '/' in k)}",
-    )
-    if sched.name in POPULATION:
-        interval = sched.settings["perturbation_interval"]
-        cadence = cfg.train.checkpoint_every or cfg.train.report_every
-        every = cfg.metrics.every if any(m.startswith("proxy/beta") for m in sched.metric) else 1
-        check(
-            interval % cadence == 0 and interval % every == 0,
-            "search.scheduler.perturbation_interval",
-            f"{sched.name} copies a trial's checkpoint when it perturbs: {interval} steps must "
-            f"be a multiple of the checkpoint cadence ({cadence}: train.checkpoint_every, else "
-            f"train.report_every) and of metrics.every ({every}) for its metric",
-        )
+        scheduling.check_reports(spec.scheduler, spec.config(trial), trial["arm"], lines)

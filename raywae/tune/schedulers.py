@@ -19,8 +19,9 @@ from ray.tune.schedulers import (
     TrialScheduler,
 )
 
+from raywae.distributions import Distribution
 from raywae.logkeys import DONE, STEP
-from raywae.search_space import Distribution, SchedulerSpec
+from raywae.scheduling import SchedulerSpec
 
 STOP = TrialScheduler.STOP
 

@@ -11,7 +11,8 @@ from typing import Any
 
 from raywae.data.dsprites import DATA_ENV
 from raywae.logkeys import DONE, FAILED, split_report
-from raywae.search_space import PLANNED, POPULATION, SweepSpec
+from raywae.scheduling import POPULATION
+from raywae.search_space import PLANNED, SweepSpec
 from raywae.tune.connect import connect
 from raywae.tune.preflight import (
     SweepError,

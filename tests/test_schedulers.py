@@ -105,7 +105,8 @@ def _exploits(experiment: Path) -> list[tuple[Path, dict]]:
     ]
 
 
-@pytest.mark.parametrize("pack", [1, 2], ids=["solo", "pack"])
+# ~1 min each on 2 idle cores: the pack variant runs with the slow tests.
+@pytest.mark.parametrize("pack", [1, pytest.param(2, marks=pytest.mark.slow)], ids=["solo", "pack"])
 def test_pbt_continues_from_the_copied_checkpoint(
     tmp_path: Path, local_ray: None, pack: int
 ) -> None:
@@ -147,6 +148,7 @@ def test_pbt_continues_from_the_copied_checkpoint(
     assert len(values) > 1  # its λ1 changed mid-trial
 
 
+@pytest.mark.slow  # two sweep drivers in subprocesses: minutes
 def test_killed_scheduled_sweep_resumes_with_its_scheduler(tmp_path: Path) -> None:
     """mo_asha over two objectives; Ctrl+C mid-sweep, then --resume: every planned trial has
     one MLflow run, each FINISHED (trained to the end, or stopped early and tagged)."""

@@ -60,7 +60,11 @@ def evaluate_stopped(spec: SweepSpec, results: Any, tracking_uri: str) -> int:
             if run is None:
                 continue
             now = int(time.time() * 1000)
-            metrics = [Metric(k, float(v), now, step) for k, v in values.items()]
+            metrics = [  # (its proxies at that step are logged already: the trial's own)
+                Metric(k, float(v), now, step)
+                for k, v in values.items()
+                if not k.startswith("proxy/")
+            ]
             client.log_batch(run.info.run_id, metrics=metrics)
             client.set_tag(run.info.run_id, FINAL_EVAL_TAG, f"at step {step} (stopped early)")
     return len(todo)

@@ -18,7 +18,9 @@ A rerun skips the sweeps already in DIR's MLflow store.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -222,15 +224,21 @@ def main() -> int:
                    "tracking": {"log_model": False}, **methods(rep)[method]}  # fmt: skip
             if method == "pbt":
                 doc["seeds"] = [rep * 100 + k for k in range(FULL)]  # the population
-            done = client.get_experiment_by_name(name) is not None
-            if not done and not args.table_only:
+            marker = out / f"{name}.done"
+            if not marker.exists() and not args.table_only:
+                if found := client.get_experiment_by_name(name):  # an interrupted one: aside
+                    client.rename_experiment(
+                        found.experiment_id, f"{name}-aborted-{time.time():.0f}"
+                    )
+                    shutil.rmtree(out / "runs" / name, ignore_errors=True)
                 path = out / f"{name}.yaml"
                 path.write_text(yaml.safe_dump(doc, sort_keys=False))
                 print(f"=== {name}", flush=True)
                 code = sweep([str(path)])
                 if code not in (0, 1):
                     return code
-            if client.get_experiment_by_name(name) is not None:
+                marker.write_text(f"exit {code}\n")
+            if marker.exists():
                 frames.append(models(tracking, name).assign(method=method, rep=rep))
     df = pd.concat(frames, ignore_index=True)
     df.to_csv(out / "models.csv", index=False)

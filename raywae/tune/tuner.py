@@ -121,7 +121,13 @@ def run(
                     SchedulerState(scheduler),
                 ],
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                # PBT continues a trial from another's checkpoint some time after it chose
+                # it: with only the newest two kept, the donor had often deleted it by then
+                # (Ray: "Could not recover from checkpoint ... does not exist"). Population
+                # schedulers keep every checkpoint (train.checkpoint_every sets how many).
+                checkpoint_config=tune.CheckpointConfig(
+                    num_to_keep=None if spec.scheduler.name in POPULATION else 2
+                ),
             ),
         )
     results = tuner.fit()

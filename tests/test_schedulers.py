@@ -176,3 +176,56 @@ def test_killed_scheduled_sweep_resumes_with_its_scheduler(tmp_path: Path) -> No
     assert all("mo_asha" in r.data.tags[STOPPED_TAG] for r in stopped)
     assert all("metric/beta_vae_5" in r.data.metrics for r in runs if r not in stopped)
     assert not any("metric/beta_vae_5" in r.data.metrics for r in stopped)  # final_eval: false
+
+
+@pytest.mark.slow  # a minute each: Tune's other schedulers, built from YAML, run to the end
+@pytest.mark.parametrize("name", ["hyperband", "median", "pb2"])
+def test_every_scheduler_runs_a_sweep(tmp_path: Path, local_ray: None, name: str) -> None:
+    scheduler: dict = {"name": name}
+    if name == "pb2":
+        scheduler |= {"perturbation_interval": 10,
+                      "mutations": {"objective.lp_lambda": {"uniform": [0.1, 10]}}}  # fmt: skip
+    elif name == "median":
+        scheduler |= {"grace_period": 10, "min_samples_required": 1}
+    search = {"metric": "proxy/recon", "mode": "min", "scheduler": scheduler}
+    grid = {} if name == "pb2" else {"grid": {"objective.lp_lambda": [0.1, 5]}}
+    path = write_space(tmp_path, name, arms={"wae_gaussian": grid}, search=search,
+                       base=PROXIED, seeds=2 if name == "pb2" else 1)  # fmt: skip
+    assert main([str(path)]) == 0
+    client, runs = runs_of(tmp_path, name)
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    for run in runs:  # trained to its end, or stopped early and tagged so
+        assert "metric/beta_vae_5" in run.data.metrics or STOPPED_TAG in run.data.tags
+    if name == "pb2":
+        assert all("hparam/objective.lp_lambda" in r.data.metrics for r in runs)
+
+
+def test_scheduler_state_survives_a_resumed_driver() -> None:
+    """SchedulerState saves a scheduler's state with Tune's and puts it back into the
+    scheduler a resumed sweep unpickles fresh: ASHA keeps its rungs, so a trial that was
+    below the cutoff before the kill is still judged against the same records after it."""
+    from types import SimpleNamespace
+
+    from raywae.scheduling import SchedulerDoc, resolve
+    from raywae.tune.schedulers import SchedulerState, build
+
+    doc = SchedulerDoc(name="asha", grace_period=10, reduction_factor=2)
+    spec = resolve(doc, ("grid", ("proxy/recon",), ("min",)), {}, 40)
+    before, after = build(spec), build(spec)
+    trials = [SimpleNamespace(trial_id=f"t{k}", config={}) for k in range(3)]
+    for k, trial in enumerate(trials[:2]):
+        before.on_trial_add(None, trial)
+        assert before.on_trial_result(None, trial, {"step": 10, "proxy/recon": 1.0 + k}) == (
+            "CONTINUE" if k == 0 else "STOP"
+        )
+    saved = SchedulerState(before).get_state()
+    state = SchedulerState(after)
+    state.set_state(saved)
+    state.on_step_begin(0, trials)  # the first step of the resumed sweep
+    after.on_trial_add(None, trials[2])
+    # the third trial meets the two recorded values (1.0, 2.0): 1.6 is above their cutoff
+    assert after.on_trial_result(None, trials[2], {"step": 10, "proxy/recon": 1.6}) == "STOP"
+    assert after.stop_reason("t1")[0] == 10 and after.stop_reason("t2")[0] == 10
+    fresh = build(spec)
+    fresh.on_trial_add(None, trials[2])  # without the state it would have continued
+    assert fresh.on_trial_result(None, trials[2], {"step": 10, "proxy/recon": 1.6}) == "CONTINUE"

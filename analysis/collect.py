@@ -106,7 +106,7 @@ def tune_records(folder: Path, name: str) -> list[dict[str, Any]]:
     error.txt, and the full config from the newest checkpoint's state.pt."""
     import torch
 
-    from raywae.config import flatten, from_dict
+    from raywae.config import compose, flatten
     from raywae.logkeys import FAILED
 
     out = []
@@ -118,7 +118,7 @@ def tune_records(folder: Path, name: str) -> list[dict[str, Any]]:
         checkpoints = sorted(trial.glob("checkpoint_*/state.pt"))
         if checkpoints:
             sd = torch.load(checkpoints[-1], map_location="cpu", weights_only=True)
-            params = {k: str(v) for k, v in flatten(from_dict(sd["config"])).items()} | {
+            params = {k: str(v) for k, v in flatten(compose(sd["config"], {})).items()} | {
                 "arm": str(config["arm"])
             }
         error = trial / "error.txt"  # Tune's, for a trial that raised

@@ -163,13 +163,13 @@ def store_history(runs: pd.DataFrame, mlflow_client: Any) -> pd.DataFrame:
 def folder_runs(folders: list[Path]) -> tuple[pd.DataFrame, dict[str, Path]]:
     """`raywae.experiment --out` folders (config.json, metrics.json) -> a runs table (arm:
     the folder name) and each run's interpolation.png."""
-    from raywae.config import flatten, from_dict
+    from raywae.config import compose, flatten
 
     records, strips = [], {}
     for folder in folders:
         if not (folder / "metrics.json").is_file():
             continue  # unfinished
-        cfg = from_dict(json.loads((folder / "config.json").read_text()), str(folder))
+        cfg = compose(json.loads((folder / "config.json").read_text()), {}, str(folder))
         records.append(
             {
                 "arm": folder.name,

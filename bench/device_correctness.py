@@ -70,9 +70,10 @@ class CpuDrawn(Trainer):
             [torch.randint(n, (bs,), generator=self.data_gens[i]) for i in self.active]
         )
         x = self.rows(self.train_index[picks.to(self.device)]).view(len(self.active), bs, -1)
-        shape = torch.empty(bs, 1)  # noise() reads the batch size, dtype and device from x
-        draws = [self.objectives[0].noise(shape, self.noise_gens[i]) for i in self.active]
-        return x, {k: torch.stack([d[k] for d in draws]).to(self.device) for k in draws[0]}
+        shape = torch.empty(bs, 1)  # draws() reads the batch size, dtype and device from x
+        draws = [self.objectives[0].draws(shape, self.noise_gens[i]) for i in self.active]
+        out = {k: torch.stack([d[k] for d in draws]).to(self.device) for k in draws[0]}
+        return x, out | {"step": x.new_full((len(self.active),), float(self.step))}
 
 
 def weights(trainer: Trainer, member: int = 0) -> Weights:
@@ -117,7 +118,7 @@ def nan_noise(trainer: Trainer, member: int, step: int) -> None:
     """Model `member`'s posterior noise of 1-based training step `step` is NaN: z = μ + σ·NaN,
     so its recon term goes NaN while the KL stays finite (tests/faults.py's fault)."""
     objective, gen = trainer.objectives[0], trainer.noise_gens[member]
-    original = objective.noise
+    original = objective.draws
 
     def noise(x: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         out = original(x, generator)
@@ -125,7 +126,7 @@ def nan_noise(trainer: Trainer, member: int, step: int) -> None:
             out = {**out, "eps": torch.full_like(out["eps"], float("nan"))}
         return out
 
-    objective.noise = noise
+    objective.draws = noise
 
 
 def count_syncs(fn: Callable[[], Any], device: torch.device) -> int | None:

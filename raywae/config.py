@@ -6,6 +6,7 @@ that names the dotted key path and the source file.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import numbers
@@ -20,40 +21,10 @@ import numpy as np
 import yaml
 
 from raywae.data.grid import DSPRITES_NAMES
-from raywae.families import BY_OBJECTIVE
+from raywae.errors import ConfigError, check
+from raywae.families import ACAI, REGULARISERS, AcaiKeys, readers, rows
 
 EXTRA_METRICS = ("mig", "dci", "dci_exact", "factor_vae", "sap")
-
-
-EXIT_BAD_INPUT = 2  # every CLI's exit status for bad input (a file, key, flag)
-
-
-class ConfigError(ValueError):
-    """A bad config or search-space entry: `key` is the dotted path (e.g. `objective.beta`),
-    `source` the file and `line` (when known) where it stands; the message reads
-    `file:line: key: message`."""
-
-    def __init__(
-        self, key: str, message: str, source: str = "<dict>", line: int | None = None
-    ) -> None:
-        self.key, self.message, self.source, self.line = key, message, source, line
-        where = f"{source}:{line}" if line else source
-        super().__init__(f"{where}: {key or '<root>'}: {message}")
-
-    def located(self, source: str, lines: Mapping[str, int], prefix: str = "") -> ConfigError:
-        """The same error with `prefix` before its key, placed in `source` at the line of the
-        key (or of its nearest enclosing key) in `lines` (see read_yaml)."""
-        key = f"{prefix}{self.key}" if self.key else prefix.rstrip(".")
-        probe = key
-        while probe and probe not in lines:
-            probe = probe.rsplit(".", 1)[0] if "." in probe else ""
-        return ConfigError(key, self.message, source, lines.get(probe))
-
-
-def check(ok: bool, key: str, message: str) -> None:
-    """Raise ConfigError(key, message) unless ok (value checks in __post_init__)."""
-    if not ok:
-        raise ConfigError(key, message)
 
 
 def _check_steps(steps: Mapping[str, int], key: str) -> None:
@@ -122,31 +93,81 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class ObjectiveConfig:
-    """PROTOCOL §4, §9. lam: the WAE weight λ (400 is the paper's WAE-MMD value; set it for
-    wae_gan / wwae); lp_lambda, p: the λ_p·mean Σ|log-scale|^p penalty; adv_lr: the WAE-GAN
-    adversary's Adam step size (its own optimizer, constant). name "ae": reconstruction only.
-    acai: the ACAI weight λ on d(x̂_mix)² (0 = off), composing with any objective; its critic
-    has its own Adam (critic_lr, constant) and blends γ·x + (1−γ)·x̂ with γ = acai_gamma."""
+    """PROTOCOL §4, §9-§10. name: an objective of raywae.families (REGULARISERS); lp_lambda,
+    p: the λ_p·mean Σ|log-scale|^p penalty (every objective; logged even at 0); acai: the
+    ACAI weight λ on d(x̂_mix)² (0 = off), composing with any objective. family: the keys of
+    `name`'s regulariser (its dataclass: β-VAE's beta, WAE-MMD's lam, ...); acai_keys: ACAI's
+    (acai_gamma, critic_lr), present exactly when acai > 0.
 
-    name: str = "beta_vae"  # an objective of raywae.families
-    beta: float = 1.0
-    lam: float = 400.0
+    In YAML every key stands flat under `objective:` (`objective.beta`, `objective.lam`): a
+    run reads, validates and logs only the keys of its own regulariser (and ACAI's when on);
+    another objective's key is an error naming who reads it (a sweep's `base:` may hold keys
+    of several families: each arm keeps its own, see `compose`)."""
+
+    name: str = "beta_vae"
     lp_lambda: float = 0.0
     p: float = 1.0
-    adv_lr: float = 5e-4
     acai: float = 0.0
-    acai_gamma: float = 0.2
-    critic_lr: float = 1e-4
+    family: Any = None  # REGULARISERS[name].keys(); None: its defaults
+    acai_keys: AcaiKeys | None = None  # acai > 0: AcaiKeys(); None: its defaults
+
+    COMMON = ("name", "lp_lambda", "p", "acai")
 
     def __post_init__(self) -> None:
-        names = list(BY_OBJECTIVE)
-        check(self.name in BY_OBJECTIVE, "name", f"must be one of {names}, got {self.name!r}")
-        for key in ("beta", "lam", "lp_lambda", "acai"):
+        names = list(REGULARISERS)
+        check(self.name in REGULARISERS, "name", f"must be one of {names}, got {self.name!r}")
+        for key in ("lp_lambda", "acai"):
             check(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
         check(self.p > 0, "p", f"must be > 0, got {self.p}")
-        check(self.adv_lr > 0, "adv_lr", f"must be > 0, got {self.adv_lr}")
-        check(self.critic_lr > 0, "critic_lr", f"must be > 0, got {self.critic_lr}")
-        check(0 <= self.acai_gamma <= 1, "acai_gamma", f"must lie in [0, 1], got {self.acai_gamma}")
+        keys = REGULARISERS[self.name].keys
+        if self.family is None:
+            object.__setattr__(self, "family", keys())
+        check(isinstance(self.family, keys), "family", f"{self.name} reads {keys.__name__}")
+        if self.acai > 0 and self.acai_keys is None:
+            object.__setattr__(self, "acai_keys", AcaiKeys())
+        if self.acai == 0:
+            check(self.acai_keys is None, "acai_keys", "ACAI's keys need objective.acai > 0")
+
+    @classmethod
+    def from_mapping(cls, d: Mapping[str, Any], path: str) -> ObjectiveConfig:
+        """The flat `objective:` mapping -> ObjectiveConfig; a key no part of this objective
+        reads is a ConfigError naming the objectives that do read it."""
+        prefix = f"{path}." if path else ""
+        hints = get_type_hints(cls)
+        common = {k: coerce(d[k], hints[k], f"{prefix}{k}") for k in cls.COMMON if k in d}
+        name = common.get("name", "beta_vae")
+        check(
+            name in REGULARISERS,
+            f"{prefix}name",
+            f"must be one of {list(REGULARISERS)}, got {name!r}",
+        )
+        row, acai = REGULARISERS[name], common.get("acai", 0.0) > 0
+        own = {k: v for k, v in d.items() if k in row.key_names()}
+        extra = {k: v for k, v in d.items() if k in ACAI.key_names()}
+        for key in d:
+            if key in cls.COMMON or key in own or (acai and key in extra):
+                continue
+            if key in extra:
+                raise ConfigError(
+                    f"{prefix}{key}", "an ACAI key: read only with objective.acai > 0"
+                )
+            who = readers(key)
+            allowed = [*cls.COMMON, *row.key_names(), *(ACAI.key_names() if acai else ())]
+            why = f"{name} does not read it (a key of {who})" if who else "unknown key"
+            raise ConfigError(f"{prefix}{key}", f"{why}; allowed for {name}: {allowed}")
+        family = _build(row.keys, own, path)
+        acai_keys = _build(AcaiKeys, extra, path) if acai else None
+        try:
+            return cls(**common, family=family, acai_keys=acai_keys)
+        except ConfigError as err:
+            raise ConfigError(f"{prefix}{err.key}", err.message) from None
+
+    def as_mapping(self) -> dict[str, Any]:
+        """The flat `objective:` mapping (from_mapping's inverse): the common keys, then the
+        regulariser's, then ACAI's when on."""
+        parts = [self.family, *([self.acai_keys] if self.acai_keys else [])]
+        own = {f.name: getattr(p, f.name) for p in parts for f in dataclasses.fields(p)}
+        return {k: getattr(self, k) for k in self.COMMON} | own
 
 
 @dataclass(frozen=True)
@@ -249,18 +270,18 @@ class Config:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        name, prior = self.objective.name, self.model.prior
-        # KL(q || U[-1,1]^d) is infinite for a Gaussian q; W2 here is the closed form to N(0, I).
-        if name in ("beta_vae", "wwae"):
-            check(prior == "gaussian", "model.prior", f"{name} needs the gaussian prior")
-        if name == "beta_vae":
-            check(
-                self.model.posterior != "deterministic",
-                "model.posterior",
-                "beta_vae needs a stochastic posterior (KL to a point mass is infinite)",
-            )
-        if self.objective.acai > 0:
-            check(self.model.arch == "conv32", "objective.acai", "the ACAI critic needs conv32")
+        obj, model = self.objective, self.model
+        for row in rows(obj.name, obj.acai):  # what each regulariser is defined for
+            for kind, allowed, value in (
+                ("posterior", row.posteriors, model.posterior),
+                ("prior", row.priors, model.prior),
+                ("arch", row.arch and (row.arch,), model.arch),
+            ):
+                check(
+                    allowed is None or value in allowed,
+                    "objective.acai" if row is ACAI else f"model.{kind}",
+                    f"{row.name} needs model.{kind} in {list(allowed or ())}, got {value!r}",
+                )
         every, report = self.metrics.every, self.train.report_every
         check(
             every % report == 0,
@@ -335,6 +356,8 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise ConfigError(key, f"expected a mapping, got {type(value).__name__}")
+        if hasattr(tp, "from_mapping"):  # a section with its own layout (ObjectiveConfig)
+            return tp.from_mapping(value, key)
         return _build(tp, value, key)
     if origin in (Union, types.UnionType):
         return _union(value, args, key)
@@ -451,17 +474,17 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     """Config -> nested plain dict (tuples as lists), so from_dict(to_dict(c)) == c."""
 
     def plain(v: Any) -> Any:
-        if isinstance(v, tuple):
+        if hasattr(v, "as_mapping"):
+            return plain(v.as_mapping())
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, tuple | list):
             return [plain(x) for x in v]
         if isinstance(v, dict):
             return {k: plain(x) for k, x in v.items()}
         return v
 
-    return {
-        f.name: plain(dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v)
-        for f in dataclasses.fields(cfg)
-        for v in [getattr(cfg, f.name)]
-    }
+    return plain(cfg)
 
 
 def parse_sets(pairs: list[str]) -> dict[str, Any]:
@@ -476,13 +499,35 @@ def parse_sets(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def override(cfg: Config, flat: Mapping[str, Any], source: str = "<overrides>") -> Config:
-    """A copy of cfg with dotted keys replaced, e.g. {"objective.beta": 3, "seed": 1};
-    `data.subgrid.posX` adds or sets one factor. Checked as strictly as from_dict."""
-    d = to_dict(cfg)
+def compose(base: Mapping[str, Any], flat: Mapping[str, Any], source: str = "<dict>") -> Config:
+    """The Config of a nested dict `base` with the dotted keys `flat` set over it, checked as
+    strictly as from_dict but for one thing: an `objective.*` key that comes from `base` and
+    that the run's objective does not read, though another one does, is dropped. So a sweep's
+    `base:` can hold keys for several families (`objective: {lam: 400}` beside a β-VAE arm)
+    and switching `objective.name` leaves the old family's keys behind; a key in `flat`
+    must be read, and a key nobody reads still fails."""
+    d = copy.deepcopy(dict(base))
     for key, value in flat.items():
         set_path(d, key, value, source)
+    obj = d.get("objective")
+    if isinstance(obj, dict) and obj.get("name", "beta_vae") in REGULARISERS:
+        try:
+            acai = _number(obj.get("acai", 0.0), float, "objective.acai") > 0
+        except ConfigError:
+            acai = False  # from_dict names the bad value
+        row = REGULARISERS[obj.get("name", "beta_vae")]
+        read = {*ObjectiveConfig.COMMON, *row.key_names(), *(ACAI.key_names() if acai else ())}
+        explicit = {k.partition(".")[2] for k in flat if k.startswith("objective.")}
+        for key in [k for k in obj if k not in read and k not in explicit and readers(k)]:
+            del obj[key]
     return from_dict(d, source)
+
+
+def override(cfg: Config, flat: Mapping[str, Any], source: str = "<overrides>") -> Config:
+    """A copy of cfg with dotted keys replaced, e.g. {"objective.beta": 3, "seed": 1};
+    `data.subgrid.posX` adds or sets one factor. Checked as strictly as from_dict; a new
+    `objective.name` starts from its own keys' defaults (see `compose`)."""
+    return compose(to_dict(cfg), flat, source)
 
 
 def flatten(cfg: Config) -> dict[str, Any]:
@@ -492,8 +537,9 @@ def flatten(cfg: Config) -> dict[str, Any]:
     out: dict[str, Any] = {}
 
     def walk(obj: Any, prefix: str) -> None:
-        for f in dataclasses.fields(obj):
-            value, key = getattr(obj, f.name), f"{prefix}{f.name}"
+        items = obj.as_mapping() if hasattr(obj, "as_mapping") else vars(obj)
+        for name, value in items.items():
+            key = f"{prefix}{name}"
             if dataclasses.is_dataclass(value):
                 walk(value, f"{key}.")
             elif isinstance(value, tuple):

@@ -38,7 +38,6 @@ from raywae.checkpoint import (
     save_atomic,
 )
 from raywae.config import (
-    EXIT_BAD_INPUT,
     Config,
     ConfigError,
     override,
@@ -48,6 +47,7 @@ from raywae.config import (
 )
 from raywae.config import load as load_config
 from raywae.data import DataError, Dataset, FactorGrid, open_dataset
+from raywae.errors import EXIT_BAD_INPUT
 from raywae.images import interpolate, write_pictures
 from raywae.logkeys import FAILED, INTERPOLATION
 from raywae.metrics import report_many

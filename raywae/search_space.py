@@ -231,7 +231,7 @@ class SweepSpec:
         params = dict(trial)
         arm = self.arms[params.pop("arm")]
         flat = {**arm.settings, **params}
-        return cfgmod.override(cfgmod.from_dict(self.base, self.source), flat, self.source)
+        return cfgmod.compose(self.base, flat, self.source)
 
 
 # --- loading -----------------------------------------------------------------------------
@@ -267,7 +267,7 @@ def _grid(grid: Grid, key: str) -> Grid:
 
 def _spec(doc: SweepDoc, source: str) -> SweepSpec:
     try:
-        cfgmod.from_dict(doc.base, source)
+        cfgmod.compose(doc.base, {}, source)
     except ConfigError as err:
         raise ConfigError(f"base.{err.key}", err.message) from None
     search = doc.search
@@ -305,10 +305,7 @@ def _spec(doc: SweepDoc, source: str) -> SweepSpec:
         _check_same_distributions(arms)
     seeds = tuple(range(doc.seeds)) if isinstance(doc.seeds, int) else doc.seeds
     pack = _pack(doc, arms, len(seeds))
-    steps = max(
-        cfgmod.override(cfgmod.from_dict(doc.base, source), arm.settings, source).train.steps
-        for arm in arms.values()
-    )
+    steps = max(cfgmod.compose(doc.base, arm.settings, source).train.steps for arm in arms.values())
     return SweepSpec(
         scheduler=scheduling.resolve(
             search.scheduler,

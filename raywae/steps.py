@@ -14,7 +14,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from raywae.models import AutoEncoder, Loss, Objective
-from raywae.models.objectives import Noise, Side
+from raywae.models.objectives import Draws, SideNetwork
 
 
 def adam_options(device: torch.device) -> dict[str, bool]:
@@ -23,27 +23,19 @@ def adam_options(device: torch.device) -> dict[str, bool]:
     return {"fused": True}
 
 
-def _side_loss(out: Loss) -> Loss:
-    """A step's Loss as the side networks see it: codes detached (no gradient to the AE)."""
-    return out._replace(z=out.z.detach())
-
-
 class _Pair(nn.Module):
     """model + objective as one module, so functional_call can swap in one model's weights:
-    forward(x, noise) is the auto-encoder's loss; forward(None, noise, side=k, out=...) the
-    loss of side network k (Objective.side()[k])."""
+    forward(x, draws) is the auto-encoder's loss; forward(None, draws, side=k, inputs=...)
+    the loss of side network k (Objective.sides()[k]) on its inputs from the step."""
 
     def __init__(self, model: AutoEncoder, objective: Objective) -> None:
         super().__init__()
         self.model, self.objective = model, objective
 
-    def forward(
-        self, x: Any, noise: Noise, side: int | None = None, out: Loss | None = None
-    ) -> Any:
+    def forward(self, x: Any, draws: Draws, side: int | None = None, inputs: Any = None) -> Any:
         if side is None:
-            loss = self.objective.loss(self.model, x, noise)
-            return loss.total, loss.terms, loss.z, loss.acai if loss.acai is not None else ()
-        return self.objective.side_loss(self.objective.side()[side].net, out, noise)
+            return tuple(self.objective.loss(self.model, x, draws))
+        return self.objective.sides()[side].loss(inputs, draws)
 
 
 class Solo:
@@ -52,10 +44,10 @@ class Solo:
 
     def __init__(self, model: AutoEncoder, objective: Objective, lr: float, device: Any) -> None:
         self.model, self.objective, adam = model, objective, adam_options(device)
-        self.sides = objective.side()
+        self.sides = objective.sides()
         self.optimizers = [torch.optim.Adam(model.parameters(), lr=lr, **adam)]
         self.optimizers += [
-            torch.optim.Adam(s.module.parameters(), lr=s.lr, **adam) for s in self.sides
+            torch.optim.Adam(s.parameters(), **s.adam(), **adam) for s in self.sides
         ]
         self.out: Loss | None = None
 
@@ -63,17 +55,18 @@ class Solo:
         for group in self.optimizers[0].param_groups:
             group["lr"] = lr
 
-    def forward(self, x: torch.Tensor, noise: Noise) -> tuple[list[str], torch.Tensor]:
-        self.out = self.objective.loss(self.model, x[0], {k: v[0] for k, v in noise.items()})
+    def forward(self, x: torch.Tensor, draws: Draws) -> tuple[list[str], torch.Tensor]:
+        self.out = self.objective.loss(self.model, x[0], _first(draws))
         terms = {**self.out.terms, "loss": self.out.total}  # parts first: an error names them
         return list(terms), _row([t.detach() for t in terms.values()])[None]
 
-    def member_out(self, r: int) -> Loss:
-        return _side_loss(self.out)
+    def side_inputs(self, k: int, r: int) -> dict[str, torch.Tensor]:
+        """Side network k's inputs from the step (the run's one model: r = 0)."""
+        return self.out.side[self.sides[k].row.name]
 
-    def side_loss(self, k: int, noise: Noise) -> torch.Tensor:
+    def side_loss(self, k: int, draws: Draws) -> torch.Tensor:
         side = self.sides[k]
-        return self.objective.side_loss(side.net, _side_loss(self.out), _first(noise))[None]
+        return side.loss(self.out.side[side.row.name], _first(draws))[None]
 
     def keep(self, rows: list[int]) -> None:
         """Nothing to slice: with its one model gone the run has ended."""
@@ -89,7 +82,7 @@ class Solo:
             "model": self.model.state_dict(),
             "objective": self.objective.state_dict(),
             "optimizer": self.optimizers[0].state_dict(),
-            **{f"{s.net.name}_optimizer": o.state_dict() for s, o in self._side_optimizers()},
+            **{f"{s.row.name}_optimizer": o.state_dict() for s, o in self._side_optimizers()},
         }
 
     def load(self, states: list[dict[str, Any]], members: list[int]) -> None:
@@ -98,9 +91,9 @@ class Solo:
         self.objective.load_state_dict(sd["objective"])
         self.optimizers[0].load_state_dict(sd["optimizer"])
         for side, optimizer in self._side_optimizers():
-            optimizer.load_state_dict(sd[f"{side.net.name}_optimizer"])
+            optimizer.load_state_dict(sd[f"{side.row.name}_optimizer"])
 
-    def _side_optimizers(self) -> list[tuple[Side, torch.optim.Optimizer]]:
+    def _side_optimizers(self) -> list[tuple[SideNetwork, torch.optim.Optimizer]]:
         return list(zip(self.sides, self.optimizers[1:]))
 
 
@@ -117,8 +110,8 @@ def _row(terms: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack([t.float() for t in terms])
 
 
-def _first(noise: Noise) -> Noise:
-    return {k: v[0] for k, v in noise.items()}
+def _first(draws: Draws) -> Draws:
+    return {k: v[0] for k, v in draws.items()}
 
 
 class _Encoders(nn.Module):
@@ -153,15 +146,13 @@ class Stacked:
     def __init__(self, runs: list[tuple[AutoEncoder, Objective]], lr: float, device: Any) -> None:
         self.all_runs, self.runs, self.device = runs, runs, device
         self.module = _Pair(*runs[0])  # the structure functional_call runs
-        self.sides = runs[0][1].side()
+        self.sides = runs[0][1].sides()
         prefix = {id(m): name for name, m in self.module.named_modules()}
         names = [n for n, _ in self.module.named_parameters()]
-        side_names = [
-            [n for n in names if n.startswith(prefix[id(s.module)] + ".")] for s in self.sides
-        ]
+        side_names = [[n for n in names if n.startswith(prefix[id(s)] + ".")] for s in self.sides]
         taken = {n for group in side_names for n in group}
         self.groups = [[n for n in names if n not in taken], *side_names]
-        self.lrs = [lr, *(s.lr for s in self.sides)]
+        self.adams = [{"lr": lr}, *(s.adam() for s in self.sides)]  # each group's settings
         pairs = [dict(_Pair(m, o).named_parameters()) for m, o in runs]
         self._set({n: torch.stack([p[n].detach() for p in pairs]) for n in names}, None)
         self._main = vmap(lambda p, x, n: functional_call(self.module, p, (x, n)))
@@ -174,8 +165,8 @@ class Stacked:
         self._synced: tuple | None = None  # the modules hold no stack yet
         adam = adam_options(self.device)
         self.optimizers = [
-            torch.optim.Adam([self.params[n] for n in group], lr=lr, **adam)
-            for group, lr in zip(self.groups, self.lrs)
+            torch.optim.Adam([self.params[n] for n in group], **settings, **adam)
+            for group, settings in zip(self.groups, self.adams)
         ]
         for n, st in (state or {}).items():
             if st:
@@ -187,29 +178,24 @@ class Stacked:
     def set_lr(self, lr: float) -> None:
         for group in self.optimizers[0].param_groups:
             group["lr"] = lr
-        self.lrs[0] = lr
+        self.adams[0]["lr"] = lr
 
-    def forward(self, x: torch.Tensor, noise: Noise) -> tuple[list[str], torch.Tensor]:
-        total, terms, z, acai = self._main(self.params, x, noise)
-        self.out = Loss(total, terms, z, acai or None)
-        parts = {**terms, "loss": total}
+    def forward(self, x: torch.Tensor, draws: Draws) -> tuple[list[str], torch.Tensor]:
+        self.out = Loss(*self._main(self.params, x, draws))
+        parts = {**self.out.terms, "loss": self.out.total}
         return list(parts), _row([t.detach() for t in parts.values()]).T
 
-    def member_out(self, r: int) -> Loss:
-        out = self.out
-        acai = None if out.acai is None else type(out.acai)(*(t[r] for t in out.acai))
-        return Loss(out.total[r], {}, out.z[r].detach(), acai)
+    def side_inputs(self, k: int, r: int) -> dict[str, torch.Tensor]:
+        """Side network k's inputs from the step, of the r-th active model."""
+        return {n: t[r] for n, t in self.out.side[self.sides[k].row.name].items()}
 
-    def side_loss(self, k: int, noise: Noise) -> torch.Tensor:
+    def side_loss(self, k: int, draws: Draws) -> torch.Tensor:
         params = {n: self.params[n] for n in self.groups[k + 1]}
-        out = _side_loss(self.out)
 
-        def loss(p: dict, z: torch.Tensor, acai: Any, n: Noise) -> torch.Tensor:
-            member = Loss(z.new_zeros(()), {}, z, acai)
-            return functional_call(self.module, p, (None, n), {"side": k, "out": member})
+        def loss(p: dict, inputs: dict, d: Draws) -> torch.Tensor:
+            return functional_call(self.module, p, (None, d), {"side": k, "inputs": inputs})
 
-        acai_dim = None if out.acai is None else 0  # vmap maps no None
-        return vmap(loss, in_dims=(0, 0, acai_dim, 0))(params, out.z, out.acai, noise)
+        return vmap(loss)(params, self.out.side[self.sides[k].row.name], draws)
 
     def keep(self, rows: list[int]) -> None:
         """Keep only the stack rows `rows`, with their Adam state; forget the step's graph."""
@@ -244,7 +230,7 @@ class Stacked:
             "model": {k: v.clone() for k, v in model.state_dict().items()},
             "objective": {k: v.clone() for k, v in objective.state_dict().items()},
         }
-        keys = ["optimizer", *(f"{s.net.name}_optimizer" for s in self.sides)]
+        keys = ["optimizer", *(f"{s.row.name}_optimizer" for s in self.sides)]
         for key, optimizer, group in zip(keys, self.optimizers, self.groups):
             state = {}
             for j, name in enumerate(group):
@@ -256,7 +242,7 @@ class Stacked:
     def load(self, states: list[dict[str, Any]], members: list[int]) -> None:
         """states: the solo state_dicts of models `members` (indices into the runs)."""
         self.runs = [self.all_runs[i] for i in members]
-        keys = ["optimizer", *(f"{s.net.name}_optimizer" for s in self.sides)]
+        keys = ["optimizer", *(f"{s.row.name}_optimizer" for s in self.sides)]
 
         def weight(st: dict, name: str) -> torch.Tensor:
             part, _, rest = name.partition(".")

@@ -11,8 +11,9 @@ import signal
 import sys
 from pathlib import Path
 
-from raywae.config import EXIT_BAD_INPUT, ConfigError, parse_sets
+from raywae.config import ConfigError, parse_sets
 from raywae.data import DataError
+from raywae.errors import EXIT_BAD_INPUT
 from raywae.search_space import SweepSpec, load
 from raywae.tune.preflight import SweepError, prepare_data, resolve_paths
 from raywae.tune.tuner import run

@@ -29,7 +29,7 @@ from raywae.data import Dataset, FactorGrid
 from raywae.families import unpackable
 from raywae.metrics import encode_grid
 from raywae.models import AutoEncoder, Objective, build_model, build_objective
-from raywae.models.objectives import Noise
+from raywae.models.objectives import Draws
 from raywae.progress import Bar, bar_for
 from raywae.steps import Solo, Stacked, adam_step
 
@@ -117,7 +117,7 @@ def init_run(cfg: Config, device: torch.device) -> tuple[AutoEncoder, Objective,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seeds.init)
         model = build_model(cfg.model)
-        objective = build_objective(cfg.objective, model, cfg.model.depth)
+        objective = build_objective(cfg, model)
     return model.to(device), objective.to(device), seeds
 
 
@@ -272,37 +272,39 @@ class Trainer:
         return self.models[i]
 
     # --- one step -----------------------------------------------------------------------------
-    def _inputs(self) -> tuple[torch.Tensor, Noise]:
-        """Each active model's batch and noise from its own generators, in a solo run's order:
-        x (R_active, B, pixels); noise {name: (R_active, ...)}."""
+    def _inputs(self) -> tuple[torch.Tensor, Draws]:
+        """Each active model's batch and draws from its own generators, in a solo run's order,
+        and the step: x (R_active, B, pixels); draws {name: (R_active, ...)}, "step" among
+        them (R_active,)."""
         bs = self.cfg.train.batch_size
         x = torch.stack([self.data.batch(bs, self.data_gens[i]) for i in self.active])
         objective = self.objectives[0]
-        draws = [objective.noise(x[r], self.noise_gens[i]) for r, i in enumerate(self.active)]
-        return x, {k: torch.stack([d[k] for d in draws]) for k in draws[0]}
+        draws = [objective.draws(x[r], self.noise_gens[i]) for r, i in enumerate(self.active)]
+        out = {k: torch.stack([d[k] for d in draws]) for k in draws[0]}
+        return x, out | {"step": x.new_full((len(self.active),), float(self.step))}
 
     def _train_step(self) -> None:
         steps, cpu = self._steps, self.device.type == "cpu"
         steps.set_lr(learning_rate(self.step, self.cfg.train))
-        x, noise = self._inputs()
+        x, draws = self._inputs()
         while True:
             with self._amp():
-                names, rows = steps.forward(x, noise)
+                names, rows = steps.forward(x, draws)
             if self._names is None:
-                self._names = names + [s.net.term for s in steps.sides]
+                self._names = names + [s.row.term for s in steps.sides]
             if not (bad := self._check(rows[None], self.step + 1) if cpu else []):
                 break
             keep = self._drop(bad)  # redo the step for the others, on the same inputs
-            x, noise = x[keep], {k: v[keep] for k, v in noise.items()}
+            x, draws = x[keep], {k: v[keep] for k, v in draws.items()}
         adam_step(steps.optimizers[0], steps.out.total)
         for k, side in enumerate(steps.sides):
-            draws = [
-                self.objectives[0].side_noise(side.net, steps.member_out(r), self.noise_gens[i])
+            per = [
+                side.draws(steps.side_inputs(k, r), self.noise_gens[i])
                 for r, i in enumerate(self.active)
             ]
-            side_noise = {key: torch.stack([d[key] for d in draws]) for key in draws[0]}
+            side_draws = {key: torch.stack([d[key] for d in per]) for key in per[0]}
             with self._amp():
-                loss = steps.side_loss(k, side_noise)  # (R_active,)
+                loss = steps.side_loss(k, side_draws)  # (R_active,)
             adam_step(steps.optimizers[k + 1], loss)
             rows = torch.cat([rows, loss.detach().float()[:, None]], 1)
         if cpu and (bad := self._check(rows[None], self.step + 1)):

@@ -22,7 +22,7 @@ def nan_noise_env(beta: float, seed: int, step: int) -> dict[str, str]:
 
 
 def install() -> None:
-    """worker_process_setup_hook: wrap Objective.noise as FAULT_ENV says (no-op without it)."""
+    """worker_process_setup_hook: wrap Objective.draws as FAULT_ENV says (no-op without it)."""
     if FAULT_ENV not in os.environ:
         return
     import torch
@@ -32,16 +32,19 @@ def install() -> None:
 
     beta, seed, step = os.environ[FAULT_ENV].split(":")
     target = RunSeeds(*_seeds(int(seed), 4)).noise  # the noise generator's seed of that run
-    original = Objective.noise
+    original = Objective.draws
     draws: dict[int, int] = {}  # id(generator) -> draws so far (one per training step)
 
     def noise(self: Objective, x: torch.Tensor, generator: torch.Generator) -> Any:
         out = original(self, x, generator)
-        if self.cfg.beta != float(beta) or generator.initial_seed() != target:
+        if (
+            getattr(self.cfg.family, "beta", None) != float(beta)
+            or generator.initial_seed() != target
+        ):
             return out
         draws[id(generator)] = k = draws.get(id(generator), 0) + 1
         if k == int(step):
             out = {**out, "eps": torch.full_like(out["eps"], float("nan"))}
         return out
 
-    Objective.noise = noise
+    Objective.draws = noise

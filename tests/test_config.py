@@ -25,20 +25,19 @@ def test_defaults_round_trip():
     assert from_dict({}) == cfg
     assert cfg.model == ModelConfig("fc", 16, "gaussian", "gaussian", 1200, "glorot", "centre")
     assert cfg.train.batch_size == 100 and cfg.train.lr == 1e-3 and cfg.train.steps == 60_000
-    assert cfg.objective.lam == 400.0
+    assert cfg.objective.name == "beta_vae" and cfg.objective.family.beta == 1.0
 
 
 def test_numbers_are_coerced_where_safe():
     cfg = from_dict(
-        {"train": {"lr": "1e-4", "steps": "6e3"}, "objective": {"beta": 3, "lam": "1e2"}}
+        {"train": {"lr": "1e-4", "steps": "6e3"}, "objective": {"name": "wwae", "lam": "1e2"}}
     )
     assert cfg.train.lr == 1e-4 and isinstance(cfg.train.lr, float)
     assert cfg.train.steps == 6000 and isinstance(cfg.train.steps, int)
-    assert cfg.objective.beta == 3.0 and isinstance(cfg.objective.beta, float)
-    assert cfg.objective.lam == 100.0
+    assert cfg.objective.family.lam == 100.0 and isinstance(cfg.objective.family.lam, float)
     # Tune / Optuna may hand over numpy scalars.
     cfg = from_dict({"seed": np.int64(4), "objective": {"beta": np.float32(2.5)}})
-    assert cfg.seed == 4 and type(cfg.seed) is int and type(cfg.objective.beta) is float
+    assert cfg.seed == 4 and type(cfg.seed) is int and type(cfg.objective.family.beta) is float
 
 
 @pytest.mark.parametrize(
@@ -69,7 +68,7 @@ def test_wrong_keys_and_types_name_the_key(d, key):
     "d, key",
     [
         ({"objective": {"beta": -1}}, "objective.beta"),
-        ({"objective": {"lam": -400}}, "objective.lam"),
+        ({"objective": {"name": "wae_mmd", "lam": -400}}, "objective.lam"),
         ({"objective": {"p": 0}}, "objective.p"),
         ({"objective": {"name": "vae"}}, "objective.name"),
         ({"model": {"posterior": "laplace"}}, "model.posterior"),
@@ -118,10 +117,56 @@ def test_flatten_gives_dotted_scalars():
 
 def test_override_is_strict():
     cfg = override(Config(), {"objective.beta": 10, "data.subgrid.posX": 4, "seed": 2})
-    assert cfg.objective.beta == 10.0 and cfg.data.subgrid == {"posX": 4} and cfg.seed == 2
+    assert cfg.objective.family.beta == 10.0 and cfg.data.subgrid == {"posX": 4} and cfg.seed == 2
     with pytest.raises(ConfigError) as err:
         override(cfg, {"objective.gamma": 1})
     assert err.value.key == "objective.gamma"
     with pytest.raises(ConfigError) as err:
         override(cfg, {"seed.x": 1})
     assert err.value.key == "seed"
+
+
+def test_a_run_reads_only_its_objectives_keys():
+    # another family's key is an error naming who reads it and what this one reads
+    with pytest.raises(
+        ConfigError,
+        match=r"objective\.lam: beta_vae does not read it \(a key of "
+        r"\['wae_mmd', 'wae_gan', 'wwae'\]\); allowed for beta_vae",
+    ) as err:
+        from_dict({"objective": {"name": "beta_vae", "lam": 400}})
+    assert err.value.key == "objective.lam"
+    with pytest.raises(ConfigError, match="objective.critic_lr: an ACAI key: read only with"):
+        from_dict({"objective": {"name": "ae", "critic_lr": 1e-3}})
+    conv32 = {"arch": "conv32", "latent_dim": 16}
+    acai = from_dict({"data": {"dataset": "lines"}, "model": conv32,
+                      "objective": {"name": "ae", "acai": 2, "critic_lr": 1e-3}})  # fmt: skip
+    assert acai.objective.acai_keys.critic_lr == 1e-3
+    # a run logs its own keys only; the flat YAML layout round-trips
+    flat = flatten_cfg(from_dict({"objective": {"name": "wae_gan", "lam": 3}}))
+    assert {k for k in flat if k.startswith("objective.")} == {
+        "objective.name", "objective.lp_lambda", "objective.p", "objective.acai",
+        "objective.lam", "objective.adv_lr",
+    }  # fmt: skip
+    assert to_dict(acai)["objective"] == {
+        "name": "ae", "lp_lambda": 0.0, "p": 1.0, "acai": 2.0, "acai_gamma": 0.2,
+        "critic_lr": 1e-3,
+    }  # fmt: skip
+    assert from_dict(to_dict(acai)) == acai
+
+
+def test_compose_keeps_each_families_keys_from_a_shared_base():
+    from raywae.config import compose
+
+    base = {"objective": {"lam": 400, "adv_lr": 1e-3}, "train": {"steps": 10}}
+    vae = compose(base, {"objective.name": "beta_vae", "objective.beta": 4})
+    assert vae.objective.family.beta == 4 and not hasattr(vae.objective.family, "lam")
+    gan = compose(base, {"objective.name": "wae_gan"})
+    assert (gan.objective.family.lam, gan.objective.family.adv_lr) == (400, 1e-3)
+    # a key set for this run must be read; a key nobody reads still fails
+    with pytest.raises(ConfigError, match="objective.lam: beta_vae does not read it"):
+        compose(base, {"objective.name": "beta_vae", "objective.lam": 1})
+    with pytest.raises(ConfigError, match="objective.lamda: unknown key; allowed for beta_vae"):
+        compose({"objective": {"lamda": 1}}, {})
+    # switching family on a config starts from the new family's defaults
+    wae = override(vae, {"objective.name": "wae_mmd"})
+    assert wae.objective.family.lam == 400.0 and not hasattr(wae.objective.family, "beta")

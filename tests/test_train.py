@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from raywae.config import Config, from_dict, override
+from raywae.config import Config, compose, from_dict, override
 from raywae.train import NonFiniteLossError, Trainer, learning_rate, unpack_bits
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -17,13 +17,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def small_cfg(name: str = "beta_vae", **train) -> Config:
     """A tiny network on CPU: the loop's behaviour, not the paper's sizes."""
     lam = {"wae_mmd": 400.0, "wae_gan": 1.0, "wwae": 10.0}.get(name, 400.0)
-    return from_dict(
+    return compose(
         {
             "model": {"hidden": 32, "latent_dim": 4},
-            "objective": {"name": name, "lam": lam, "lp_lambda": 0.1},
+            "objective": {"name": name, "lam": lam, "lp_lambda": 0.1},  # lam where it is read
             "train": {"steps": 12, "batch_size": 16, "report_every": 4, "device": "cpu", **train},
             "seed": 1,
-        }
+        },
+        {},
     )
 
 
@@ -113,15 +114,15 @@ def test_non_finite_loss_names_term_and_step(small_ds, monkeypatch):
     assert (err.value.term, err.value.step) == ("recon", 1)
 
     trainer = Trainer(small_cfg("wae_mmd"), small_ds)
-    original = trainer.objective.regulariser
+    original = trainer.objective.own.forward
 
-    def poisoned(mu, s, z, gen):  # MMD goes inf at the 3rd step
-        reg, terms = original(mu, s, z, gen)
-        if trainer.step == 2:
+    def poisoned(step):  # MMD goes inf at the 3rd step
+        reg, terms, side = original(step)
+        if int(step.draws["step"]) == 2:
             terms = {"mmd": terms["mmd"] * float("inf")}
-        return reg, terms
+        return reg, terms, side
 
-    monkeypatch.setattr(trainer.objective, "regulariser", poisoned)
+    monkeypatch.setattr(trainer.objective.own, "forward", poisoned)
     with pytest.raises(NonFiniteLossError) as err:
         trainer.run()
     assert (err.value.term, err.value.step, trainer.step) == ("mmd", 3, 2)

@@ -2,7 +2,6 @@
 
 from raywae.models.networks import ARCHS, AutoEncoder, build_model
 from raywae.models.objectives import (
-    OBJECTIVES,
     Loss,
     Objective,
     build_objective,
@@ -14,7 +13,6 @@ from raywae.models.posteriors import POSTERIORS, PRIORS
 
 __all__ = [
     "ARCHS",
-    "OBJECTIVES",
     "POSTERIORS",
     "PRIORS",
     "AutoEncoder",

@@ -1,24 +1,30 @@
-"""Training objectives of PROTOCOL §4 and §9: β-VAE, WAE-MMD (IMQ), WAE-GAN, WWAE, a plain
-auto-encoder, and the ACAI regulariser, which composes with any of them (`objective.acai`).
-An objective names the side networks it trains with their own optimizers (`Objective.side`:
-WAE-GAN's adversary, ACAI's critic); the trainer steps them after the auto-encoder.
+"""Training objectives of PROTOCOL §4, §9 and §10. An `Objective` is the Bernoulli
+reconstruction loss + the regulariser of its objective.name + the λ_p log-scale penalty, and
+with objective.acai > 0 the ACAI regulariser beside it. Each regulariser is a class here named
+by its row in raywae.families (its keys, terms, side networks); it reads the step's forward
+pass and draws (`Step`), the training step among them, so annealed and warm-up terms are
+pure functions a pack can vmap. A regulariser's side networks (WAE-GAN's adversary, ACAI's
+critic) each carry their own loss, random draws and Adam settings (`SideNetwork`); the
+trainer steps them after the auto-encoder, on the detached tensors the regulariser handed
+them.
 
 Every loss sums over pixels / latent dims and averages over the batch, so β and λ mean what
-they mean in the papers. `OBJECTIVES` maps config names to classes.
+they mean in the papers.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+import importlib
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from raywae.config import ObjectiveConfig
-from raywae.families import ADVERSARY, CRITIC, SideNet
+from raywae.config import Config
+from raywae.families import ACAI, REGULARISERS, Regulariser, SideNet
 from raywae.models.networks import AutoEncoder, Critic
 
 # IMQ kernel scales C / d (PROTOCOL §4).
@@ -77,36 +83,32 @@ def batch_gaussian(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, c.T @ c / (z.shape[0] - 1)
 
 
-Noise = dict[str, torch.Tensor]  # a step's random draws (Objective.noise)
+Draws = dict[str, torch.Tensor]  # a step's random draws, and its training step ("step")
+SideInputs = dict[str, dict[str, torch.Tensor]]  # side network name -> its detached inputs
 
 
-class AcaiBatch(NamedTuple):
-    """What the ACAI critic trains on, all detached: x, x̂ (n, P) in [0, 1]; x̂_mix (n, P), the
-    decoded mixes; alpha (n,), their mixing coefficients."""
+class Step(NamedTuple):
+    """One forward pass of the auto-encoder, what every regulariser reads: x (n, P) in
+    [0, 1]; μ, s (n, d) (s the clipped log-scale); z (n, d) the codes; logits (n, P); draws:
+    the step's random draws and "step", the 0-based training step as a float tensor."""
 
+    model: AutoEncoder
     x: torch.Tensor
-    x_hat: torch.Tensor
-    x_mix: torch.Tensor
-    alpha: torch.Tensor
+    mu: torch.Tensor
+    s: torch.Tensor
+    z: torch.Tensor
+    logits: torch.Tensor
+    draws: Draws
 
 
 class Loss(NamedTuple):
     """total: () the auto-encoder loss; terms: unweighted named parts; z: (n, d) codes;
-    acai: the critic's batch when ACAI is on."""
+    side: each side network's inputs from this step (detached)."""
 
     total: torch.Tensor
     terms: dict[str, torch.Tensor]
     z: torch.Tensor
-    acai: AcaiBatch | None = None
-
-
-class Side(NamedTuple):
-    """A side network as the trainer steps it: its row (name, term, lr key), the module (a
-    submodule of the objective) and its Adam step size."""
-
-    net: SideNet
-    module: nn.Module
-    lr: float
+    side: SideInputs
 
 
 def frozen(module: nn.Module, *args: torch.Tensor) -> torch.Tensor:
@@ -116,173 +118,237 @@ def frozen(module: nn.Module, *args: torch.Tensor) -> torch.Tensor:
     return functional_call(module, weights, args)
 
 
-def acai_alpha(n: int, generator: torch.Generator) -> torch.Tensor:
-    """α ~ U[0, ½] as ACAI draws it, the fold ½ − |u − ½| of u ~ U[0, 1): (n,)."""
-    u = torch.rand(n, generator=generator, device=generator.device)
-    return 0.5 - (u - 0.5).abs()
+class SideNetwork(nn.Module):
+    """A network a regulariser trains by its own loss and Adam (`row`: name, term, Adam
+    settings; `lr`: the step size its config key holds). The trainer calls `draws` then
+    `loss` on the detached inputs its regulariser returned for it (Loss.side[row.name])."""
+
+    def __init__(self, row: SideNet, net: nn.Module, lr: float) -> None:
+        super().__init__()
+        self.row, self.net, self.lr = row, net, lr
+
+    def adam(self) -> dict[str, Any]:
+        """Its optimizer's settings: torch.optim.Adam keyword arguments."""
+        return {"lr": self.lr, "betas": self.row.adam.betas, "eps": self.row.adam.eps}
+
+    def draws(self, inputs: dict[str, torch.Tensor], generator: torch.Generator) -> Draws:
+        """The random draws of its step (after the auto-encoder's), from `generator`."""
+        return {}
+
+    def loss(self, inputs: dict[str, torch.Tensor], draws: Draws) -> torch.Tensor:
+        """Its loss (); no randomness inside."""
+        raise NotImplementedError
 
 
-def critic_loss(critic: Critic, batch: AcaiBatch, gamma: float) -> torch.Tensor:
-    """ACAI's critic loss (PROTOCOL §9): mean (d(x̂_mix) − α)² + mean d(γ·x + (1−γ)·x̂)².
-    Its targets: α for the mixes, 0 for the γ-blends of data and reconstructions."""
-    mixes = (critic(batch.x_mix) - batch.alpha).pow(2).mean()
-    blends = critic(gamma * batch.x + (1.0 - gamma) * batch.x_hat).pow(2).mean()
-    return mixes + blends
+class Term(nn.Module):
+    """One regulariser of an Objective: its row, keys (the row's dataclass from the config)
+    and side networks. `forward(step)` -> (its weighted contribution to the loss, its
+    unweighted terms, its side networks' inputs)."""
+
+    def __init__(self, row: Regulariser, keys: Any, model: AutoEncoder, cfg: Config) -> None:
+        super().__init__()
+        self.row, self.keys = row, keys
+        self.posterior, self.prior, self.latent_dim = model.posterior, model.prior, model.latent_dim
+
+    def draws(self, n: int, generator: torch.Generator) -> Draws:
+        """Its random draws for a step on n images (after the posterior's), from `generator`."""
+        return {}
+
+    def forward(self, step: Step) -> tuple[torch.Tensor, dict[str, torch.Tensor], SideInputs]:
+        raise NotImplementedError
+
+    def sides(self) -> tuple[SideNetwork, ...]:
+        """Its side networks, in the order of its row's `sides`."""
+        return tuple(m for m in self.children() if isinstance(m, SideNetwork))
 
 
 class Objective(nn.Module):
-    """recon + the regulariser of a subclass + λ_p·logscale penalty (always logged), and with
-    cfg.acai > 0 the ACAI term λ·d(x̂_mix)² against a critic trained by its own optimizer."""
+    """recon + the regulariser of cfg.objective.name + λ_p·logscale penalty (always logged),
+    and with objective.acai > 0 the ACAI regulariser. The regulariser classes come from
+    their rows in raywae.families."""
 
-    def __init__(self, cfg: ObjectiveConfig, model: AutoEncoder, critic_depth: int = 16) -> None:
+    def __init__(self, cfg: Config, model: AutoEncoder) -> None:
         super().__init__()
-        self.cfg = cfg
-        self.posterior, self.prior, self.latent_dim = model.posterior, model.prior, model.latent_dim
-        self.adversary: nn.Module | None = None  # WAE-GAN's discriminator on z
-        self.critic = Critic(model.latent_dim, critic_depth) if cfg.acai > 0 else None
+        obj = cfg.objective
+        self.cfg = obj
+        self.posterior, self.latent_dim = model.posterior, model.latent_dim
+        # ACAI's critic is built first: the order the weights have always been drawn in.
+        self.acai = _term(ACAI, obj.acai_keys, model, cfg) if obj.acai > 0 else None
+        self.own = _term(REGULARISERS[obj.name], obj.family, model, cfg)
 
-    draws_prior = False  # the regulariser needs n prior samples per step
+    def terms(self) -> tuple[Term, ...]:
+        """Its regularisers, in the order they add to the loss: its own, then ACAI's."""
+        return (self.own, self.acai) if self.acai is not None else (self.own,)
 
-    def regulariser(
-        self, mu: torch.Tensor, s: torch.Tensor, z: torch.Tensor, noise: Noise
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        raise NotImplementedError
-
-    def noise(self, x: torch.Tensor, generator: torch.Generator) -> Noise:
-        """Every random draw of one step on x: (n, 4096), from `generator`, in the order the
-        step has always made them: "eps" (n, d), the posterior's, then "prior" (n, d), raw
-        prior draws (WAE-MMD), then "alpha" (n,), ACAI's mixing coefficients. A pure `loss`
-        of these is what a packed trainer vmaps."""
+    def draws(self, x: torch.Tensor, generator: torch.Generator) -> Draws:
+        """Every random draw of one step on x: (n, P), from `generator`, in the order the
+        step has always made them: "eps" (n, d), the posterior's, then each regulariser's
+        (WAE-MMD's raw prior draws "prior", ACAI's mixing coefficients "alpha"). A pure
+        `loss` of these (and of "step", which the trainer adds) is what a pack vmaps."""
         n = x.shape[0]
-        noise = {"eps": self.posterior.noise(x.new_empty(n, self.latent_dim), generator)}
-        if self.draws_prior:
-            noise["prior"] = self.prior.noise(n, self.latent_dim, generator)
-        if self.critic is not None:
-            noise["alpha"] = acai_alpha(n, generator)
-        return noise
+        out = {"eps": self.posterior.noise(x.new_empty(n, self.latent_dim), generator)}
+        for term in self.terms():
+            out |= term.draws(n, generator)
+        return out
 
-    def forward(self, model: AutoEncoder, x: torch.Tensor, generator: torch.Generator) -> Loss:
-        """x: (n, 4096) in [0, 1]; noise (posterior, prior samples) from `generator`."""
-        return self.loss(model, x, self.noise(x, generator))
+    def forward(
+        self, model: AutoEncoder, x: torch.Tensor, generator: torch.Generator, step: int = 0
+    ) -> Loss:
+        """x: (n, P) in [0, 1]; draws from `generator`; `step`: the training step."""
+        draws = self.draws(x, generator) | {"step": x.new_tensor(float(step))}
+        return self.loss(model, x, draws)
 
-    def loss(self, model: AutoEncoder, x: torch.Tensor, noise: Noise) -> Loss:
-        """x: (n, 4096) in [0, 1]; noise: `self.noise(x, generator)`. No randomness inside."""
+    def loss(self, model: AutoEncoder, x: torch.Tensor, draws: Draws) -> Loss:
+        """x: (n, P) in [0, 1]; draws: `self.draws(x, generator)` and "step". No randomness
+        inside."""
         mu, s = model.encode(x)
-        z = model.posterior.reparam(mu, s, noise["eps"])
+        z = model.posterior.reparam(mu, s, draws["eps"])
         logits = model.decode(z)
         recon = recon_bce(logits, x)
-        reg, terms = self.regulariser(mu, s, z, noise)
+        step = Step(model, x, mu, s, z, logits, draws)
+        reg, terms, side = self.own(step)
         lp = self.cfg.lp_lambda
         # Without a weight the penalty is only logged: keep it out of the autograd graph.
         penalty = logscale_penalty(s if lp > 0 else s.detach(), self.cfg.p)
         total = recon + reg + lp * penalty if lp > 0 else recon + reg
         # One log key whatever p is (the exponent is a param of the run, not part of the name).
         terms = {"recon": recon, **terms, "logscale_lp": penalty}
-        if self.critic is None:
-            return Loss(total, terms, z)
-        # ACAI: decode α·z₁ + (1−α)·z₂ with z₂ the batch reversed; the AE wants d(x̂_mix) = 0.
-        alpha = noise["alpha"]
-        x_mix = torch.sigmoid(model.decode(alpha[:, None] * z + (1 - alpha[:, None]) * z.flip(0)))
-        acai = frozen(self.critic, x_mix).pow(2).mean()  # no gradient on the critic
-        batch = AcaiBatch(x, torch.sigmoid(logits).detach(), x_mix.detach(), alpha)
-        return Loss(total + self.cfg.acai * acai, {**terms, "acai": acai}, z, batch)
+        if self.acai is not None:
+            reg, more, more_side = self.acai(step)
+            total, terms, side = total + reg, {**terms, **more}, {**side, **more_side}
+        return Loss(total, terms, z, side)
 
-    def side(self) -> tuple[Side, ...]:
+    def sides(self) -> tuple[SideNetwork, ...]:
         """The side networks, in the order the trainer steps them after the auto-encoder."""
-        if self.critic is None:
-            return ()
-        return (Side(CRITIC, self.critic, getattr(self.cfg, CRITIC.lr_key)),)
-
-    def side_noise(self, net: SideNet, out: Loss, generator: torch.Generator) -> Noise:
-        """The random draws of side network `net`'s step (after the auto-encoder's draws)."""
-        return {}
-
-    def side_loss(self, net: SideNet, out: Loss, noise: Noise) -> torch.Tensor:
-        """Side network `net`'s loss on the step's detached Loss `out`; no randomness inside."""
-        if net is CRITIC:  # ACAI (PROTOCOL §9), see `critic_loss`
-            return critic_loss(self.critic, out.acai, self.cfg.acai_gamma)
-        raise KeyError(f"{type(self).__name__} has no side network {net.name!r}")
+        return tuple(side for term in self.terms() for side in term.sides())
 
 
-class BetaVAE(Objective):
-    """β-VAE: recon + β·KL(q(z|x) ‖ N(0, I)) (Higgins et al. 2017)."""
-
-    def regulariser(self, mu, s, z, noise):
-        kl = self.posterior.kl_std_normal(mu, s).mean()
-        return self.cfg.beta * kl, {"kl": kl}
+def _term(row: Regulariser, keys: Any, model: AutoEncoder, cfg: Config) -> Term:
+    """The regulariser of `row` (its class imported from row.impl)."""
+    module, _, name = row.impl.partition(":")
+    return getattr(importlib.import_module(module), name)(row, keys, model, cfg)
 
 
-class WAEMMD(Objective):
-    """WAE-MMD: recon + λ·MMD²_IMQ(Q_Z, P_Z), n fresh prior samples per step."""
-
-    draws_prior = True
-
-    def regulariser(self, mu, s, z, noise):
-        zp = self.prior.transform(noise["prior"])
-        mmd = mmd2_imq(z, zp)
-        return self.cfg.lam * mmd, {"mmd": mmd}
+def build_objective(cfg: Config, model: AutoEncoder) -> Objective:
+    """The objective cfg.objective names, for `model`'s posterior, prior and latent size."""
+    return Objective(cfg, model)
 
 
-class WWAE(Objective):
-    """WWAE: recon + λ·W₂²(N(μ_q, Σ_q), N(0, I)) with μ_q, Σ_q fitted to the batch's codes."""
+# --- the regularisers -------------------------------------------------------------------------
+class BetaVAE(Term):
+    """β-VAE: β·KL(q(z|x) ‖ N(0, I)) (Higgins et al. 2017)."""
 
-    def regulariser(self, mu, s, z, noise):
-        w2 = w2_squared_to_std_normal(*batch_gaussian(z))
-        return self.cfg.lam * w2, {"w2": w2}
+    def forward(self, step):
+        kl = self.posterior.kl_std_normal(step.mu, step.s).mean()
+        return self.keys.beta * kl, {"kl": kl}, {}
 
 
-class PlainAE(Objective):
+class WAEMMD(Term):
+    """WAE-MMD: λ·MMD²_IMQ(Q_Z, P_Z), n fresh prior samples per step."""
+
+    def draws(self, n, generator):
+        return {"prior": self.prior.noise(n, self.latent_dim, generator)}
+
+    def forward(self, step):
+        zp = self.prior.transform(step.draws["prior"])
+        mmd = mmd2_imq(step.z, zp)
+        return self.keys.lam * mmd, {"mmd": mmd}, {}
+
+
+class WWAE(Term):
+    """WWAE: λ·W₂²(N(μ_q, Σ_q), N(0, I)) with μ_q, Σ_q fitted to the batch's codes."""
+
+    def forward(self, step):
+        w2 = w2_squared_to_std_normal(*batch_gaussian(step.z))
+        return self.keys.lam * w2, {"w2": w2}, {}
+
+
+class PlainAE(Term):
     """A plain auto-encoder: reconstruction only (with acai > 0: the ACAI paper's model)."""
 
-    def regulariser(self, mu, s, z, noise):
-        return z.new_zeros(()), {}
+    def forward(self, step):
+        return step.z.new_zeros(()), {}, {}
 
 
-class WAEGAN(Objective):
-    """WAE-GAN: recon + λ·BCE(D(z_q), 1); the adversary D (MLP 4 × 512 ReLU → 1 logit on z)
-    is trained by its own optimizer on λ·[BCE(D(z_p), 1) + BCE(D(z_q), 0)] (PROTOCOL §9).
-    D keeps PyTorch's default init whatever model.init says: ModelConfig.init covers the
-    encoder and decoder only."""
+class Adversary(SideNetwork):
+    """WAE-GAN's discriminator on z (MLP 4 × 512 ReLU → 1 logit), trained on
+    λ·[BCE(D(z_p), 1) + BCE(D(z_q), 0)] with z_p fresh prior samples (PROTOCOL §9). It keeps
+    PyTorch's default init whatever model.init says (that covers encoder and decoder)."""
 
-    def __init__(self, cfg: ObjectiveConfig, model: AutoEncoder, critic_depth: int = 16) -> None:
-        super().__init__(cfg, model, critic_depth)
-        dims = (model.latent_dim, 512, 512, 512, 512)
+    def __init__(self, row: SideNet, lr: float, latent_dim: int, prior: Any, lam: float) -> None:
+        dims = (latent_dim, 512, 512, 512, 512)
         layers = [m for a, b in zip(dims, dims[1:]) for m in (nn.Linear(a, b), nn.ReLU())]
-        self.adversary = nn.Sequential(*layers, nn.Linear(512, 1))
+        super().__init__(row, nn.Sequential(*layers, nn.Linear(512, 1)), lr)
+        self.prior, self.lam = prior, lam
 
-    def regulariser(self, mu, s, z, noise):
-        logits = frozen(self.adversary, z)  # the encoder's term puts no gradient on D
-        adv = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
-        return self.cfg.lam * adv, {"adv": adv}
+    def draws(self, inputs, generator):
+        z = inputs["z"]
+        return {"prior": self.prior.sample(z.shape[0], z.shape[1], generator)}
 
-    def side(self):
-        adversary = Side(ADVERSARY, self.adversary, getattr(self.cfg, ADVERSARY.lr_key))
-        return (adversary, *super().side())
-
-    def side_noise(self, net, out, generator):
-        if net is not ADVERSARY:
-            return super().side_noise(net, out, generator)
-        return {"prior": self.prior.sample(out.z.shape[0], self.latent_dim, generator)}
-
-    def side_loss(self, net, out, noise):
-        if net is not ADVERSARY:
-            return super().side_loss(net, out, noise)
-        lp, lq = self.adversary(noise["prior"]), self.adversary(out.z)
+    def loss(self, inputs, draws):
+        lp, lq = self.net(draws["prior"]), self.net(inputs["z"])
         real = F.binary_cross_entropy_with_logits(lp, torch.ones_like(lp))
         fake = F.binary_cross_entropy_with_logits(lq, torch.zeros_like(lq))
-        return self.cfg.lam * (real + fake)
+        return self.lam * (real + fake)
 
 
-OBJECTIVES: dict[str, type[Objective]] = {
-    "beta_vae": BetaVAE,
-    "wae_mmd": WAEMMD,
-    "wae_gan": WAEGAN,
-    "wwae": WWAE,
-    "ae": PlainAE,
-}
+class WAEGAN(Term):
+    """WAE-GAN: λ·BCE(D(z_q), 1) against its adversary D (`Adversary`)."""
+
+    def __init__(self, row, keys, model, cfg):
+        super().__init__(row, keys, model, cfg)
+        (side,) = row.sides
+        self.adversary = Adversary(side, keys.adv_lr, model.latent_dim, model.prior, keys.lam)
+
+    def forward(self, step):
+        logits = frozen(self.adversary.net, step.z)  # the encoder's term puts no gradient on D
+        adv = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        return self.keys.lam * adv, {"adv": adv}, {self.adversary.row.name: {"z": step.z.detach()}}
 
 
-def build_objective(cfg: ObjectiveConfig, model: AutoEncoder, critic_depth: int = 16) -> Objective:
-    """The objective a config names, for `model`'s posterior, prior and latent size; an ACAI
-    critic (when cfg.acai > 0) of conv32 width `critic_depth`."""
-    return OBJECTIVES[cfg.name](cfg, model, critic_depth)
+def acai_alpha(n: int, generator: torch.Generator) -> torch.Tensor:
+    """α ~ U[0, ½] as ACAI draws it, the fold ½ − |u − ½| of u ~ U[0, 1): (n,)."""
+    u = torch.rand(n, generator=generator, device=generator.device)
+    return 0.5 - (u - 0.5).abs()
+
+
+class AcaiCritic(SideNetwork):
+    """ACAI's critic (the conv32 encoder's architecture, see networks.Critic), trained on
+    mean (d(x̂_mix) − α)² + mean d(γ·x + (1−γ)·x̂)² (PROTOCOL §9): its targets are α for the
+    mixes and 0 for the γ-blends of data and reconstructions."""
+
+    def __init__(self, row: SideNet, lr: float, critic: Critic, gamma: float) -> None:
+        super().__init__(row, critic, lr)
+        self.gamma = gamma
+
+    def loss(self, inputs, draws):
+        mixes = (self.net(inputs["x_mix"]) - inputs["alpha"]).pow(2).mean()
+        blend = self.gamma * inputs["x"] + (1.0 - self.gamma) * inputs["x_hat"]
+        return mixes + self.net(blend).pow(2).mean()
+
+
+class AcaiTerm(Term):
+    """ACAI (Berthelot et al. 2019), beside any objective: λ·d(x̂_mix)², x̂_mix the decoded
+    α·z₁ + (1−α)·z₂ with z₂ the batch reversed; the auto-encoder wants d(x̂_mix) = 0."""
+
+    def __init__(self, row, keys, model, cfg):
+        super().__init__(row, keys, model, cfg)
+        (side,) = row.sides
+        critic = Critic(model.latent_dim, cfg.model.depth)
+        self.critic = AcaiCritic(side, keys.critic_lr, critic, keys.acai_gamma)
+        self.weight = cfg.objective.acai
+
+    def draws(self, n, generator):
+        return {"alpha": acai_alpha(n, generator)}
+
+    def forward(self, step):
+        alpha, z = step.draws["alpha"][:, None], step.z
+        x_mix = torch.sigmoid(step.model.decode(alpha * z + (1 - alpha) * z.flip(0)))
+        acai = frozen(self.critic.net, x_mix).pow(2).mean()  # no gradient on the critic
+        batch = {
+            "x": step.x,
+            "x_hat": torch.sigmoid(step.logits).detach(),
+            "x_mix": x_mix.detach(),
+            "alpha": step.draws["alpha"],
+        }
+        return self.weight * acai, {"acai": acai}, {self.critic.row.name: batch}

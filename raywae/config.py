@@ -68,12 +68,15 @@ class ModelConfig:
     box_anchor (posterior=box only): "centre", z = μ + e^ℓ ⊙ (u − ½), so μ is the box's mean;
     or "corner", the authors' code, z = μ + e^ℓ ⊙ u with μ the lower corner. The metrics read
     μ either way, as the authors' metric did.
-    arch "conv32": the ACAI paper's 32×32 conv auto-encoder (lines, MNIST): `depth` channels
-    in its first block, a 2×2×(latent_dim/4) code. mean_head (fc, conv32): tanh (PROTOCOL §3)
-    or linear (the WAE and ACAI papers' unbounded codes). posterior "deterministic": z = μ.
+    arch (64×64, dSprites): "fc" (the paper's, PROTOCOL §3; `hidden` wide), "conv64"
+    (disentanglement_lib's conv_encoder / deconv_decoder exactly: linear mean head) or "conv"
+    (its tanh variant with 4×4 kernels in every conv); arch "conv32": the ACAI paper's 32×32
+    conv auto-encoder (lines, MNIST): `depth` channels in its first block, a
+    2×2×(latent_dim/4) code. mean_head (fc, conv32 only): tanh (PROTOCOL §3) or linear (the
+    WAE and ACAI papers' unbounded codes). posterior "deterministic": z = μ.
     """
 
-    arch: Literal["fc", "conv", "conv32"] = "fc"
+    arch: Literal["fc", "conv", "conv64", "conv32"] = "fc"
     latent_dim: int = 16
     posterior: Literal["gaussian", "box", "deterministic"] = "gaussian"
     prior: Literal["gaussian", "uniform"] = "gaussian"
@@ -293,7 +296,8 @@ class Config:
         check(
             small == (self.model.arch == "conv32"),
             "model.arch",
-            f"{self.data.dataset} needs " + ("conv32" if small else "fc or conv (64×64 inputs)"),
+            f"{self.data.dataset} needs "
+            + ("conv32" if small else "fc, conv or conv64 (64×64 inputs)"),
         )
 
 

@@ -571,6 +571,12 @@ def test_training_lines_are_drawn_fresh_or_from_the_fixed_set(lines: ImageSet):
 def test_config_rejects_mismatched_arch_and_acai():
     with pytest.raises(ConfigError, match="model.arch: lines needs conv32"):
         from_dict({"data": {"dataset": "lines"}})
+    with pytest.raises(ConfigError, match="model.arch: lines needs conv32"):
+        from_dict({"data": {"dataset": "lines"}, "model": {"arch": "conv64"}})
+    for arch in ("fc", "conv", "conv64"):  # dSprites' 64×64 networks
+        assert from_dict({"model": {"arch": arch}}).model.arch == arch
+    with pytest.raises(ConfigError, match=r"dsprites needs fc, conv or conv64 \(64×64"):
+        from_dict({"model": {"arch": "conv32", "latent_dim": 16}})
     with pytest.raises(ConfigError, match=r"objective.acai: acai needs model.arch in \['conv32'\]"):
         from_dict({"objective": {"acai": 0.5}})
 

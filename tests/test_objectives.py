@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import math
+import typing
 import warnings
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 
 from raywae.config import Config, ModelConfig, from_dict
 from raywae.families import ACAI, REGULARISERS
-from raywae.models import build_model, build_objective, mmd2_imq
+from raywae.models import ARCHS, build_model, build_objective, mmd2_imq
 from raywae.models.objectives import batch_gaussian, logscale_penalty, w2_squared_to_std_normal
 from raywae.models.posteriors import BoxPosterior, GaussianPosterior, GaussianPrior, UniformPrior
 from raywae.steps import _Pair
@@ -169,6 +170,105 @@ def test_conv_arch_shapes():
     assert model.decode(mu).shape == (3, 4096)
 
 
+def test_every_arch_name_has_a_network():
+    assert set(typing.get_args(typing.get_type_hints(ModelConfig)["arch"])) == set(ARCHS)
+
+
+# disentanglement_lib's conv_encoder / deconv_decoder (methods/shared/architectures.py) as TF
+# builds them: (layer, kernel, filters) in order; conv / deconv are padding="same", stride 2.
+TF_ENCODER = [("conv", 4, 32), ("conv", 4, 32), ("conv", 2, 64), ("conv", 2, 64), ("dense", 0, 256)]
+TF_DECODER = [("dense", 0, 256), ("dense", 0, 1024)] + [("deconv", 4, c) for c in (64, 32, 32, 1)]
+
+
+def tf_layers(
+    layers, side: int, channels: int
+) -> tuple[list[tuple[tuple[int, ...], int]], list[int]]:
+    """Each layer's TF kernel shape and bias length (conv: k·k·in·out, deconv: k·k·out·in,
+    dense: in·out; bias: out), and the spatial side after each conv / deconv by TF's rules
+    for padding="same", stride 2 (a conv's output side is ceil(side / 2), a transposed
+    conv's 2·side), from an input side × side × channels (side 0: a vector of `channels`).
+    A dense layer after convs flattens their output."""
+    params, sides = [], []
+    for kind, k, out in layers:
+        if kind == "dense":
+            params.append(((side * side * channels if side else channels, out), out))
+            side = 0
+        else:
+            params.append(((k, k, channels, out) if kind == "conv" else (k, k, out, channels), out))
+            side = -(-side // 2) if kind == "conv" else 2 * side
+            sides.append(side)
+        channels = out
+    return params, sides
+
+
+def as_tf(layer: torch.nn.Module) -> tuple[tuple[int, ...], int]:
+    """A torch layer's weight shape in TF's layout, and its bias length: Linear (out, in) ->
+    (in, out); Conv2d (out, in, k, k) -> (k, k, in, out); ConvTranspose2d (in, out, k, k) ->
+    (k, k, out, in)."""
+    w = layer.weight
+    shape = w.T.shape if isinstance(layer, torch.nn.Linear) else w.permute(2, 3, 1, 0).shape
+    return tuple(shape), layer.bias.numel()
+
+
+def weighted(module: torch.nn.Module) -> list[torch.nn.Module]:
+    kinds = (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)
+    return [m for m in module.modules() if isinstance(m, kinds)]
+
+
+def test_conv64_is_disentanglement_libs_network_layer_for_layer():
+    d = 10
+    encoder, enc_sides = tf_layers(TF_ENCODER, 64, 1)
+    encoder += [((256, d), d)] * 2  # the heads `means` and `log_var`
+    decoder, _ = tf_layers(TF_DECODER[:2], 0, d)
+    deconvs, dec_sides = tf_layers(TF_DECODER[2:], 4, 64)  # 1024 units reshaped to 4×4×64
+    decoder += deconvs
+    assert enc_sides == [32, 16, 8, 4] and dec_sides == [8, 16, 32, 64]
+    model = build_model(ModelConfig(arch="conv64", latent_dim=d))
+    assert [as_tf(m) for m in weighted(model.encoder)] == encoder
+    assert [as_tf(m) for m in weighted(model.decoder)] == decoder
+    per_layer = [[math.prod(k) + b for k, b in part] for part in (encoder, decoder)]
+    assert per_layer == [
+        [544, 16_416, 8_256, 16_448, 262_400, 2_570, 2_570],
+        [2_816, 263_168, 65_600, 32_800, 16_416, 513],
+    ]
+    n_enc, n_dec = map(sum, per_layer)
+    assert (n_enc, n_dec) == (309_204, 381_313)
+    assert sum(p.numel() for p in model.encoder.parameters()) == n_enc
+    assert sum(p.numel() for p in model.decoder.parameters()) == n_dec
+    assert sum(p.numel() for p in model.parameters()) == 690_517
+
+
+def test_conv64_shapes_and_linear_mean_head_whatever_mean_head_says():
+    x = torch.rand(3, 4096, generator=gen(1))
+    outs = []
+    for head in ("tanh", "linear"):
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(arch="conv64", latent_dim=10, mean_head=head))
+        sides = [t.shape[-1] for t in _conv_outputs(model.encoder.body, x.view(-1, 1, 64, 64))]
+        assert sides == [32, 16, 8, 4]
+        z = torch.randn(3, 10, generator=gen(2))
+        h = model.decoder.fc(z).view(-1, 64, 4, 4)
+        assert [t.shape[-1] for t in _conv_outputs(model.decoder.deconv, h)] == [8, 16, 32, 64]
+        mu, s = model.encode(x)
+        assert mu.shape == s.shape == (3, 10) and model.decode(z).shape == (3, 4096)
+        with torch.no_grad():  # a constant mean head: μ is its bias, not squashed
+            model.encoder.mean.weight.zero_()
+            model.encoder.mean.bias.fill_(3.0)
+        outs.append((model.encode(x)[0], model.decode(z)))
+    assert torch.equal(outs[0][0], torch.full((3, 10), 3.0))
+    assert all(torch.equal(a, b) for a, b in zip(*outs, strict=True))
+
+
+def _conv_outputs(seq: torch.nn.Sequential, h: torch.Tensor) -> list[torch.Tensor]:
+    """The output of every conv / transposed conv of `seq` on h."""
+    outs = []
+    for layer in seq:
+        h = layer(h)
+        if isinstance(layer, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
+            outs.append(h)
+    return outs
+
+
 def linears(model: torch.nn.Module) -> list[torch.nn.Linear]:
     return [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
 
@@ -206,11 +306,11 @@ def test_torch_init_is_larger_in_the_decoder_and_same_seed_same_weights():
     assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))
 
 
-def test_glorot_init_covers_the_conv_layers():
+@pytest.mark.parametrize("arch", ["conv", "conv64"])
+def test_glorot_init_covers_the_conv_layers(arch):
     torch.manual_seed(0)
-    model = build_model(ModelConfig(arch="conv", latent_dim=5))
-    kinds = (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)
-    layers = [m for m in model.modules() if isinstance(m, kinds)]
+    model = build_model(ModelConfig(arch=arch, latent_dim=5))
+    layers = weighted(model)
     assert len(layers) == 4 + 3 + 2 + 4  # convs, encoder dense, decoder dense, deconvs
     for layer in layers:
         w = layer.weight.detach()

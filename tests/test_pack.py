@@ -75,6 +75,30 @@ def test_pack_equals_solo_runs(small_ds, family):
     )
 
 
+def test_conv64_trains_solo_and_packed(small_ds):
+    """disentanglement_lib's network (arch conv64, latent 10) through both step strategies:
+    3 steps of a β-VAE solo and as a pack of two seeds, finite losses, the pack's member 0
+    equal to its solo run."""
+    base = from_dict(
+        {
+            "model": {"arch": "conv64", "latent_dim": 10},
+            "objective": {"name": "beta_vae", "beta": 4.0},
+            "train": {"steps": 3, "batch_size": 16, "report_every": 1, "device": "cpu"},
+        }
+    )
+    configs = [override(base, {"seed": s}) for s in (0, 1)]
+    trainer, logs = solo(configs[0], small_ds)
+    assert len(logs) == 3 and all(np.isfinite(w["train/loss"]) for w in logs)
+    pack, windows = Trainer(configs, small_ds), []
+    pack.run(callback=lambda p, logs: windows.append(logs))
+    assert pack.active == [0, 1] and not pack.failed and len(windows) == 3
+    assert all(np.isfinite(w[m]["train/loss"]) for w in windows for m in (0, 1))
+    torch.testing.assert_close(pack.member_state(0)["model"], trainer.model.state_dict(), **TOL)
+    assert not torch.allclose(
+        pack.params["model.encoder.mean.weight"][0], pack.params["model.encoder.mean.weight"][1]
+    )
+
+
 def test_diverging_member_leaves_the_others_training(small_ds):
     configs = cfgs("beta_vae")
     pack = Trainer(configs, small_ds)

@@ -1,11 +1,20 @@
 """Encoder / decoder networks and the AutoEncoder that ties them to a posterior and prior.
 
-`fc`: Higgins et al. (2017) Table 1 row 1 (PROTOCOL §3). `conv`: the 4-conv 64×64 network
-of Burgess et al. (2018) / disentanglement_lib, offered as an option. `conv32`: the ACAI
-paper's 32×32 network (Berthelot et al. 2019) for lines and MNIST, and its critic.
+One name per network (`model.arch`, the `ARCHS` table):
+
+- `fc`: Higgins et al. (2017) Table 1 row 1 (PROTOCOL §3).
+- `conv64`: disentanglement_lib's `conv_encoder` / `deconv_decoder` exactly (Locatello et al.
+  2019, PROTOCOL §10): 4×4, 4×4, 2×2, 2×2 convs (the library's code; PROTOCOL §10's
+  "4×4" for all four is `conv`'s), a linear mean head.
+- `conv`: a 64×64 conv variant of it with 4×4 kernels in every conv and a tanh mean head
+  (PROTOCOL §3's bounded codes); not disentanglement_lib's network.
+- `conv32`: the ACAI paper's 32×32 network (Berthelot et al. 2019) for lines and MNIST, and
+  its critic.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -57,7 +66,9 @@ class FCDecoder(nn.Module):
 
 
 class ConvEncoder(nn.Module):
-    """4 × [conv 4×4 stride 2, ReLU] (32, 32, 64, 64 ch) → 256 ReLU → (mean tanh, log-scale)."""
+    """`conv`: 4 × [conv 4×4 stride 2, ReLU] (32, 32, 64, 64 ch) → 256 ReLU → (mean tanh,
+    log-scale). The tanh 4×4 variant of disentanglement_lib's encoder (`conv64`, whose third
+    and fourth convs are 2×2 and whose mean head is linear)."""
 
     def __init__(self, latent_dim: int, hidden: int = 256) -> None:
         super().__init__()
@@ -74,7 +85,8 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """d → 256 ReLU → 1024 ReLU → 4 × [transposed conv 4×4 stride 2] (64, 32, 32, 1 ch)."""
+    """`conv`: d → 256 ReLU → 1024 ReLU → 4 × [transposed conv 4×4 stride 2] (64, 32, 32,
+    1 ch). The same layers as `conv64`'s decoder (disentanglement_lib's `deconv_decoder`)."""
 
     def __init__(self, latent_dim: int, hidden: int = 256) -> None:
         super().__init__()
@@ -86,6 +98,61 @@ class ConvDecoder(nn.Module):
         for a, b in zip(chans, chans[1:]):
             layers += [nn.ConvTranspose2d(a, b, 4, 2, 1), nn.ReLU()]
         self.deconv = nn.Sequential(*layers[:-1])  # no ReLU on the logits
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """z: (n, d) -> logits (n, 4096)."""
+        return self.deconv(self.fc(z).view(-1, 64, 4, 4)).flatten(1)
+
+
+class Conv64Encoder(nn.Module):
+    """`conv64`: disentanglement_lib's `conv_encoder` (methods/shared/architectures.py), layer
+    for layer: conv 32 4×4 /2, conv 32 4×4 /2, conv 64 2×2 /2, conv 64 2×2 /2 (ReLU each;
+    64 → 32 → 16 → 8 → 4), flatten (1024), dense 256 ReLU, then two linear heads: μ (no
+    tanh, whatever `mean_head` says) and the log-scale (disentanglement_lib's log-variance).
+
+    TF's padding="same" is PyTorch's padding=1 for the 4×4 convs on even inputs (one pixel
+    each side) and 0 for the 2×2 ones. PyTorch flattens (C, H, W) where TF flattens
+    (H, W, C): the dense layer's inputs are a fixed permutation of TF's, so the network is
+    functionally equivalent (permute its weight columns) and, under i.i.d. init (glorot),
+    identically distributed."""
+
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 32, 4, 2, 1), nn.ReLU(),
+            nn.Conv2d(32, 32, 4, 2, 1), nn.ReLU(),
+            nn.Conv2d(32, 64, 2, 2, 0), nn.ReLU(),
+            nn.Conv2d(64, 64, 2, 2, 0), nn.ReLU(),
+            nn.Flatten(), nn.Linear(64 * 4 * 4, 256), nn.ReLU(),
+        )  # fmt: skip
+        self.mean = nn.Linear(256, latent_dim)
+        self.logscale = nn.Linear(256, latent_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (n, 4096) in [0, 1] -> μ (n, d) (unbounded), raw log-scale (n, d)."""
+        h = self.body(x.view(-1, 1, 64, 64))
+        return self.mean(h), self.logscale(h)
+
+
+class Conv64Decoder(nn.Module):
+    """`conv64`: disentanglement_lib's `deconv_decoder`: d → dense 256 ReLU → dense 1024 ReLU
+    → 4×4×64 → transposed convs 64, 32, 32 (4×4 /2, ReLU) and 1 (4×4 /2, logits): 4 → 8 →
+    16 → 32 → 64. TF's padding="same" for a 4×4 stride-2 transposed conv is PyTorch's
+    padding=1 (output twice the input). The 1024 units are read as (C, H, W) where TF reads
+    (H, W, C): a fixed permutation of the dense layer's outputs, functionally equivalent and,
+    under i.i.d. init, identically distributed."""
+
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__()
+        self.fc = nn.Sequential(
+            nn.Linear(latent_dim, 256), nn.ReLU(), nn.Linear(256, 64 * 4 * 4), nn.ReLU()
+        )
+        self.deconv = nn.Sequential(
+            nn.ConvTranspose2d(64, 64, 4, 2, 1), nn.ReLU(),
+            nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(),
+            nn.ConvTranspose2d(32, 32, 4, 2, 1), nn.ReLU(),
+            nn.ConvTranspose2d(32, 1, 4, 2, 1),
+        )  # fmt: skip
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """z: (n, d) -> logits (n, 4096)."""
@@ -192,10 +259,21 @@ class AutoEncoder(nn.Module):
         return self.decoder(z)
 
 
-ARCHS: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
-    "fc": (FCEncoder, FCDecoder),
-    "conv": (ConvEncoder, ConvDecoder),
-    "conv32": (Conv32Encoder, Conv32Decoder),
+class Arch(NamedTuple):
+    """An `arch`'s encoder and decoder, and the ModelConfig fields each takes as keyword
+    arguments besides latent_dim (the others do not apply to it)."""
+
+    encoder: type[nn.Module]
+    decoder: type[nn.Module]
+    encoder_options: tuple[str, ...] = ()
+    decoder_options: tuple[str, ...] = ()
+
+
+ARCHS: dict[str, Arch] = {
+    "fc": Arch(FCEncoder, FCDecoder, ("hidden", "mean_head"), ("hidden",)),
+    "conv": Arch(ConvEncoder, ConvDecoder),  # its own 256 units, always tanh
+    "conv64": Arch(Conv64Encoder, Conv64Decoder),  # disentanglement_lib's, always linear
+    "conv32": Arch(Conv32Encoder, Conv32Decoder, ("depth", "mean_head"), ("depth",)),
 }
 
 
@@ -221,16 +299,16 @@ def he_(module: nn.Module, slope: float = 0.2) -> None:
 def build_model(cfg: ModelConfig) -> AutoEncoder:
     """The AutoEncoder a ModelConfig names (initialised from torch's global RNG).
 
-    `hidden` sets the FC width; the conv arch keeps its own 256-unit layers; conv32 takes
-    `depth`; fc and conv32 take `mean_head` (conv always squashes μ with tanh). init="glorot"
-    re-initialises encoder and decoder with `glorot_` (PROTOCOL §3); "torch" keeps PyTorch's
-    defaults. The box posterior is built with cfg.box_anchor.
+    The arch's row of `ARCHS` says which fields it reads: `hidden` sets the FC width; conv32
+    takes `depth`; fc and conv32 take `mean_head`; conv and conv64 keep their own 256-unit
+    layers and their own mean head (conv: tanh; conv64: linear, as disentanglement_lib).
+    init="glorot" re-initialises encoder and decoder with `glorot_` (PROTOCOL §3; TF's
+    default); "torch" keeps PyTorch's defaults. The box posterior is built with
+    cfg.box_anchor.
     """
-    enc_cls, dec_cls = ARCHS[cfg.arch]
-    width = {"fc": {"hidden": cfg.hidden}, "conv32": {"depth": cfg.depth}}.get(cfg.arch, {})
-    head = {"mean_head": cfg.mean_head} if cfg.arch != "conv" else {}
-    encoder = enc_cls(cfg.latent_dim, **width, **head)
-    decoder = dec_cls(cfg.latent_dim, **width)
+    arch = ARCHS[cfg.arch]
+    encoder = arch.encoder(cfg.latent_dim, **{k: getattr(cfg, k) for k in arch.encoder_options})
+    decoder = arch.decoder(cfg.latent_dim, **{k: getattr(cfg, k) for k in arch.decoder_options})
     if cfg.init == "glorot":
         glorot_(encoder)
         glorot_(decoder)

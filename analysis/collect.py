@@ -1,7 +1,9 @@
-"""The runs of one or more sweeps -> one tidy table, one row per trial: experiment, run and
-trial ids, status, arm, family, seed, data provenance, every config value (dotted names,
-numbers as numbers) and every final metric (`test/recon`, `metric/beta_vae_5/run0`, ...;
-`hparam/<key>`, a hyperparameter Population Based Training varied, at its last value).
+"""The runs of one or more sweeps -> one tidy table, one row per model (a trial's, or each
+member's of a packed trial): experiment, run and trial ids, `member` (the model's index in
+its trial: 0, or its place in a pack), status, arm, family, seed, data provenance, every
+config value (dotted names, numbers as numbers) and every final metric (`test/recon`,
+`metric/beta_vae_5/run0`, ...; `hparam/<key>`, a hyperparameter Population Based Training
+varied, at its last value).
 
     python -m analysis.collect -e NAME [-e NAME ...] [--tracking-uri URI] [--from-tune]
 
@@ -25,7 +27,7 @@ from analysis.aggregate import SCORES, aggregate, label_settings, param_columns
 from analysis.store import ANALYSIS_TAG, AnalysisError, Target, log_outputs
 
 FIXED = (
-    "experiment", "run_id", "trial_id", "run_name", "status", "arm", "family", "seed",
+    "experiment", "run_id", "trial_id", "member", "run_name", "status", "arm", "family", "seed",
     "data_source", "data_fingerprint", "error", "stopped_early",
 )  # fmt: skip
 METRIC_PREFIXES = ("train/", "test/", "metric/", "time/", "hparam/")  # hparam/: last value
@@ -85,6 +87,7 @@ def mlflow_records(client: Any, experiment_id: str, name: str) -> list[dict[str,
                     "experiment": name,
                     "run_id": run.info.run_id,
                     "trial_id": tags["raywae.trial_id"],
+                    "member": int(tags.get("raywae.pack_member", 0)),
                     "run_name": run.info.run_name,
                     "status": run.info.status,
                     "arm": tags.get("raywae.arm"),
@@ -102,44 +105,51 @@ def mlflow_records(client: Any, experiment_id: str, name: str) -> list[dict[str,
 
 
 def tune_records(folder: Path, name: str) -> list[dict[str, Any]]:
-    """The trials of a Tune experiment folder: params.json, the final line of result.json,
-    error.txt, and the full config from the newest checkpoint's state.pt."""
+    """The models of a Tune experiment folder's trials (one, or each member of a pack): the
+    trial's params.json, its model's part of the final line of result.json, error.txt, and
+    the model's full config from the newest checkpoint's state.pt (a pack's member that
+    failed has none there: its trial dict)."""
     import torch
 
+    from raywae.checkpoint import member_states, newest_state
     from raywae.config import compose, flatten
-    from raywae.logkeys import FAILED
+    from raywae.logkeys import FAILED, split_report
+    from raywae.search_space import SweepSpec
 
     out = []
     for trial in sorted(p.parent for p in folder.glob("*/params.json")):
-        config = json.loads((trial / "params.json").read_text())  # the flat trial dict
+        members = SweepSpec.members(json.loads((trial / "params.json").read_text()))
         results = [json.loads(x) for x in (trial / "result.json").read_text().splitlines() if x]
-        final = results[-1] if results else {}
-        params = {k: str(v) for k, v in config.items()}
-        checkpoints = sorted(trial.glob("checkpoint_*/state.pt"))
-        if checkpoints:
-            sd = torch.load(checkpoints[-1], map_location="cpu", weights_only=True)
-            params = {k: str(v) for k, v in flatten(compose(sd["config"], {})).items()} | {
-                "arm": str(config["arm"])
-            }
+        logs = split_report(results[-1]) if results else {}
+        path = newest_state(trial)
+        state = torch.load(path, map_location="cpu", weights_only=True) if path else None
+        states = member_states(state) if state else {}
         error = trial / "error.txt"  # Tune's, for a trial that raised
-        reason = error.read_text().strip().splitlines()[-1] if error.is_file() else None
-        reason = reason or final.get(FAILED)  # a trial ended by a deterministic failure
-        status = "FAILED" if reason else "FINISHED" if final.get("done") else "RUNNING"
-        out.append(
-            {
-                "experiment": name,
-                "trial_id": trial.name,
-                "status": status,
-                "data_source": params.get("data.source"),
-                "error": reason,
-                "params": params,
-                "metrics": {
-                    k: float(v)
-                    for k, v in final.items()
-                    if k.startswith(METRIC_PREFIXES) and isinstance(v, int | float)
-                },
-            }
-        )
+        raised = error.read_text().strip().splitlines()[-1] if error.is_file() else None
+        for i, member in enumerate(members):
+            params = {k: str(v) for k, v in member.items()}
+            if i in states:
+                config = flatten(compose(states[i]["config"], {}))
+                params = {k: str(v) for k, v in config.items()} | {"arm": str(member["arm"])}
+            final = logs.get(i, {})
+            reason = raised or final.get(FAILED)  # or a model ended by a deterministic failure
+            status = "FAILED" if reason else "FINISHED" if final.get("done") else "RUNNING"
+            out.append(
+                {
+                    "experiment": name,
+                    "trial_id": trial.name,
+                    "member": i,
+                    "status": status,
+                    "data_source": params.get("data.source"),
+                    "error": reason,
+                    "params": params,
+                    "metrics": {
+                        k: float(v)
+                        for k, v in final.items()
+                        if k.startswith(METRIC_PREFIXES) and isinstance(v, int | float)
+                    },
+                }
+            )
     return out
 
 

@@ -5,9 +5,10 @@ the best 5-factor model (each the mean of its metric runs).
 
     python -m analysis.reconstructions -e NAME [--storage runs] [--threshold 0.98]
 
-Weights come from each run's MLflow `model.pt` (raywae.experiment.load_run), else the newest
-Tune checkpoint `<storage>/<NAME>/<trial id>/checkpoint_*`, else the run's
-`reconstructions.png` artifact (same 8 test images); the data from the run's `config.json`.
+Weights come from each run's MLflow `model.pt` (raywae.checkpoint.load_run), else its model
+in the newest Tune checkpoint `<storage>/<NAME>/<trial id>/checkpoint_*` (in a pack, the
+member the run is: raywae.checkpoint.load_member), else the run's `reconstructions.png`
+artifact (same 8 test images); the data from the run's `config.json`.
 Writes figure2.png, figure2.svg and figure2_models.csv; logs them under `figure2/`.
 """
 
@@ -57,7 +58,7 @@ def choose(
         scored5 = models[np.isfinite(models[five].astype(float))]
         if len(scored5):
             rows.append((family, "best 5-factor", False, scored5.loc[scored5[five].idxmax()]))
-    keys = ["experiment", "run_id", "trial_id", "setting", "seed", recon, four, five]
+    keys = ["experiment", "run_id", "trial_id", "member", "setting", "seed", recon, four, five]
     return pd.DataFrame(
         [
             {"family": f, "criterion": c, "fallback": fb, **{k: r.get(k) for k in keys}}
@@ -72,37 +73,22 @@ def figure2_pixels(n_rows: int, n_images: int) -> tuple[int, int]:
 
 
 # --- models and images ----------------------------------------------------------------------
-def checkpoint(storage: Path, experiment: str, trial_id: str) -> Path | None:
-    """The newest state.pt of a trial (Tune keeps the last two), or None."""
-    found = sorted((storage / experiment / str(trial_id)).glob("checkpoint_*/state.pt"))
-    return found[-1] if found else None
-
-
-def load_model(path: Path) -> Any:
-    """state.pt (Trainer.state_dict) -> the model on the CPU in eval mode."""
-    import torch
-
-    from raywae.config import from_dict
-    from raywae.models import build_model
-
-    sd = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_model(from_dict(sd["config"]).model)
-    model.load_state_dict(sd["model"])
-    return model.eval()
-
-
 def trained_model(target: Any, row: Mapping[str, Any]) -> tuple[Any | None, str]:
     """A chosen run's model and where its weights came from: the run's MLflow `model.pt`
-    (raywae.checkpoint.load_run), else its newest Tune checkpoint, else (None, the
-    reconstructions.png artifact: a run logged with tracking.log_model false)."""
-    from raywae.checkpoint import load_run
+    (raywae.checkpoint.load_run), else its model (`member`, 0 for a solo run) in its trial's
+    newest Tune checkpoint, else (None, the reconstructions.png artifact: a run logged with
+    tracking.log_model false whose checkpoints are gone or elsewhere)."""
+    from raywae.checkpoint import load_member, load_run, newest_state
 
     try:
         return load_run(row["run_id"], target.tracking_uri)[0], "MLflow model.pt"
     except FileNotFoundError:
         pass
-    path = checkpoint(target.storage, row["experiment"], row["trial_id"])
-    return (load_model(path), str(path)) if path else (None, "artifact reconstructions.png")
+    path = newest_state(target.storage / row["experiment"] / str(row["trial_id"]))
+    if path is None:
+        return None, "artifact reconstructions.png"
+    member = int(row.get("member") or 0)
+    return load_member(path, member)[0], str(path) if member == 0 else f"{path} model {member}"
 
 
 def run_config(mlflow_client: Any, run_id: str) -> Any:
@@ -110,14 +96,14 @@ def run_config(mlflow_client: Any, run_id: str) -> Any:
     import json
 
     from raywae.checkpoint import CONFIG_FILE
-    from raywae.config import from_dict
+    from raywae.config import compose
 
     with tempfile.TemporaryDirectory() as folder:
         try:
             path = mlflow_client.download_artifacts(run_id, CONFIG_FILE, folder)
         except Exception as err:  # MLflow raises several types for a missing artifact
             raise AnalysisError(f"run {run_id} has no {CONFIG_FILE} artifact: {err}") from None
-        return from_dict(json.loads(Path(path).read_text()), f"run {run_id}/{CONFIG_FILE}")
+        return compose(json.loads(Path(path).read_text()), {}, f"run {run_id}/{CONFIG_FILE}")
 
 
 def real_images(cfg: Any, k: int) -> tuple[np.ndarray, Any]:

@@ -1,6 +1,7 @@
 """What a run writes and reads back: its checkpoint (atomic save, weights-only load,
-CheckpointError), the names of a finished run's files, and `load_run` (a trained model and
-its Config from a run folder or an MLflow run)."""
+CheckpointError), the names of a finished run's files, `load_run` (a trained model and its
+Config from a run folder or an MLflow run) and `load_member` (one model of a trial's
+checkpoint, solo or pack)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any, Protocol
 
 import torch
 
-from raywae.config import Config, from_dict
+from raywae.config import Config, compose
 from raywae.models import AutoEncoder, build_model
 
 STATE_FILE = "state.pt"  # checkpoint: weights, optimizers, step, RNG states
@@ -51,12 +52,20 @@ def load_checkpoint(target: Stateful, path: Path, name: str | None = None) -> No
         raise CheckpointError(f"{name or path}: unreadable checkpoint: {err}") from None
 
 
+def member_states(state: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """A checkpoint's state dict (Trainer.state_dict) -> model index -> that model's state
+    (Trainer.member_state: weights, optimizers, step, RNG states, config): a solo run's is
+    model 0; a pack's are its members still training (a failed member has none)."""
+    members = state["members"] if "members" in state else {0: state}
+    return {int(i): member for i, member in members.items()}
+
+
 def weights_digest(state: dict[str, Any]) -> str:
     """sha256 of the auto-encoder weights in a checkpoint's state dict (a solo run's, or each
     member's of a pack, in member order): two checkpoints hold the same models iff equal."""
     digest = hashlib.sha256()
-    members = state["members"] if "members" in state else {0: state}
-    for i in sorted(members, key=int):
+    members = member_states(state)
+    for i in sorted(members):
         for name, tensor in sorted(members[i]["model"].items()):
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -87,10 +96,34 @@ def load_run(ref: str | Path, tracking_uri: str | None = None) -> tuple[AutoEnco
         return _load_folder(Path(tmp))
 
 
+def newest_state(trial: Path) -> Path | None:
+    """The newest state.pt of a Tune trial folder (Tune keeps the last two, or all under a
+    population scheduler), or None."""
+    found = sorted(trial.glob(f"checkpoint_*/{STATE_FILE}"))
+    return found[-1] if found else None
+
+
+def load_member(path: Path, member: int = 0) -> tuple[AutoEncoder, Config]:
+    """Model `member` (CPU, eval mode) and its Config from a trial's checkpoint `path` (a
+    state.pt: a solo run's is member 0; a pack's holds each member's weights and config,
+    member k being the model of the run tagged raywae.pack_member k). A CheckpointError
+    when the checkpoint is unreadable or has no such member (one that failed)."""
+    try:
+        members = member_states(torch.load(path, map_location="cpu", weights_only=True))
+    except (OSError, RuntimeError, EOFError, KeyError, pickle.UnpicklingError) as err:
+        raise CheckpointError(f"{path}: unreadable checkpoint: {err}") from None
+    if member not in members:
+        raise CheckpointError(f"{path}: no model {member} (failed?); it holds {sorted(members)}")
+    cfg = compose(members[member]["config"], {}, f"{path} model {member}")
+    model = build_model(cfg.model)
+    model.load_state_dict(members[member]["model"])
+    return model.eval(), cfg
+
+
 def _load_folder(folder: Path) -> tuple[AutoEncoder, Config]:
     if not (folder / MODEL_FILE).is_file():
         raise FileNotFoundError(f"{folder}: no {MODEL_FILE} (run with weights saved?)")
-    cfg = from_dict(json.loads((folder / CONFIG_FILE).read_text()), str(folder / CONFIG_FILE))
+    cfg = compose(json.loads((folder / CONFIG_FILE).read_text()), {}, str(folder / CONFIG_FILE))
     model = build_model(cfg.model)
     model.load_state_dict(torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=True))
     return model.eval(), cfg

@@ -1,6 +1,7 @@
 """Packed trials in a real sweep: a real local Ray, a real MLflow sqlite store. One Tune trial
 trains the seeds of one setting; each model has its own MLflow run; a diverging member fails
-alone; a killed pack worker resumes from the pack's checkpoint."""
+alone; the analysis reads each run's model from its pack's checkpoint; a killed pack worker
+resumes from the pack's checkpoint."""
 
 from __future__ import annotations
 
@@ -9,11 +10,15 @@ import os
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from analysis import collect, reconstructions
+from analysis.store import Target
 from raywae.data import open_dataset
-from raywae.experiment import Experiment
+from raywae.experiment import SHOWN_IMAGES, Experiment
+from raywae.images import reconstruct
 from raywae.search_space import load
 from raywae.sweep import main
 from tests.faults import nan_noise_env
@@ -43,8 +48,13 @@ def faulty_ray() -> object:
 
 
 def test_packed_sweep_logs_one_run_per_model(tmp_path: Path, faulty_ray: None) -> None:
+    """Logged without weights (tracking.log_model false), so the analysis reads each run's
+    model from its pack's checkpoint: Figure 2, and the runs table from the Tune folders."""
     arms = {"beta_vae": {"set": {"objective": {"beta": 4}}}, "diverges": DIVERGES}
-    path = write_space(tmp_path, "packed", arms=arms, seeds=[0, 2, 4], pack=3, max_failures=3)
+    path = write_space(
+        tmp_path, "packed", arms=arms, seeds=[0, 2, 4], pack=3, max_failures=3,
+        tracking={"log_model": False},
+    )  # fmt: skip
     spec = load(path)
     assert spec.planned() == [
         {"arm": "beta_vae", "seeds": [0, 2, 4]},
@@ -69,7 +79,8 @@ def test_packed_sweep_logs_one_run_per_model(tmp_path: Path, faulty_ray: None) -
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
         assert sorted(steps) == [10, 20, 30]
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"model.pt", "metrics.json", "config.json", "reconstructions.png"} <= artifacts
+        assert {"metrics.json", "config.json", "reconstructions.png"} <= artifacts
+        assert "model.pt" not in artifacts
         config = client.download_artifacts(run.info.run_id, "config.json", str(tmp_path))
         assert json.loads(Path(config).read_text())["seed"] == seed
     # The packed model's figures are its solo run's (float tolerance), on a sane setting.
@@ -81,6 +92,37 @@ def test_packed_sweep_logs_one_run_per_model(tmp_path: Path, faulty_ray: None) -
         logged = by[("beta_vae", seed)].data.metrics
         assert logged["test/recon"] == pytest.approx(figures["test/recon"], rel=1e-3)
         assert logged["metric/beta_vae_4"] == pytest.approx(figures["metric/beta_vae_4"], abs=0.02)
+
+    # Figure 2 from the packs' checkpoints; each run's model is its own member's: its
+    # reconstructions are those its trial logged to that run (reconstructions.png), which
+    # differ between the members.
+    uri, storage = client.tracking_uri, tmp_path / "runs"
+    fig = ["-e", "packed", "--tracking-uri", uri, "--storage", str(storage), "--no-log"]
+    assert reconstructions.main([*fig, "--out", str(tmp_path / "fig")]) == 0
+    assert (tmp_path / "fig" / "figure2.png").is_file()
+    chosen = collect.read_table(tmp_path / "fig" / "figure2_models.csv")
+    assert len(chosen) and chosen["weights"].str.contains("state.pt").all()
+    target = Target(uri, ("packed",), tmp_path, storage, False)
+    table = collect.load_runs(target)
+    images = ds.shown_images(SHOWN_IMAGES)
+    logged_rows = {}
+    for row in table[table["status"] == "FINISHED"].to_dict("records"):
+        assert row["member"] == [0, 2, 4].index(row["seed"])
+        model, source = reconstructions.trained_model(target, row)
+        assert source.endswith("state.pt" if row["member"] == 0 else f"model {row['member']}")
+        logged = logged_rows[row["arm"], row["seed"]] = reconstructions.from_artifact(
+            client, row["run_id"]
+        )
+        assert np.abs(reconstruct(model, images) - logged).max() <= 1 / 255 + 1e-6, source
+    for seed in (2, 4):
+        assert np.abs(logged_rows["beta_vae", seed] - logged_rows["beta_vae", 0]).max() > 0.05
+    # The same table from the Tune folders: one row per model, its own figures.
+    tune = collect.load_runs(target, from_tune=True).set_index(["trial_id", "member"])
+    mlflow = table.set_index(["trial_id", "member"]).loc[tune.index]
+    assert len(tune) == 6 and (tune[["status", "seed"]] == mlflow[["status", "seed"]]).all().all()
+    ok = mlflow["status"] == "FINISHED"
+    assert np.allclose(tune.loc[ok, "test/recon"], mlflow.loc[ok, "test/recon"])
+    assert tune.loc[~ok, "error"].str.contains("not finite at step 7").all()
 
 
 def test_killed_pack_worker_resumes_every_member(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ all read these tables.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
 from raywae.errors import check
 
@@ -107,6 +107,58 @@ class AcaiKeys:
         check(0 <= self.acai_gamma <= 1, "acai_gamma", f"must lie in [0, 1], got {self.acai_gamma}")
 
 
+@dataclass(frozen=True)
+class FactorKeys:
+    """gamma: the weight γ of the discriminator's TC estimate; disc_lr: its Adam step size."""
+
+    gamma: float = 10.0
+    disc_lr: float = 1e-4
+
+    def __post_init__(self) -> None:
+        _nonnegative(self, "gamma")
+        _positive(self, "disc_lr")
+
+
+@dataclass(frozen=True)
+class DipKeys:
+    """dip_type: "i" (the covariance of the encoder means) or "ii" (plus the mean encoder
+    variance); lambda_od: the weight of its off-diagonal entries; lambda_d_factor: the
+    diagonal's weight over lambda_od (None: 10 for type i, 1 for ii, the study's values)."""
+
+    dip_type: Literal["i", "ii"] = "i"
+    lambda_od: float = 1.0
+    lambda_d_factor: float | None = None
+
+    def __post_init__(self) -> None:
+        _nonnegative(self, "lambda_od")
+        factor = self.lambda_d_factor
+        check(factor is None or factor >= 0, "lambda_d_factor", f"must be >= 0, got {factor}")
+
+    @property
+    def lambda_d(self) -> float:
+        """The diagonal entries' weight λ_d = lambda_d_factor · λ_od."""
+        factor = self.lambda_d_factor
+        if factor is None:
+            factor = 10.0 if self.dip_type == "i" else 1.0
+        return factor * self.lambda_od
+
+
+@dataclass(frozen=True)
+class AnnealKeys:
+    """gamma: the weight γ of |KL − C(t)|; c_max: the capacity C reached, linearly, at step
+    iteration_threshold; scale_threshold: reach it at iteration_threshold · train.steps /
+    300,000 instead (the study's schedule on a shorter budget)."""
+
+    gamma: float = 1000.0
+    c_max: float = 25.0
+    iteration_threshold: int = 100_000
+    scale_threshold: bool = False
+
+    def __post_init__(self) -> None:
+        _nonnegative(self, "gamma", "c_max")
+        _positive(self, "iteration_threshold")
+
+
 GAUSSIAN = ("gaussian",)
 
 
@@ -136,6 +188,7 @@ class Regulariser:
 OBJECTIVES = "raywae.models.objectives"
 ADVERSARY = SideNet("adv", "adv_d", Adam("adv_lr"))
 CRITIC = SideNet("critic", "acai_critic", Adam("critic_lr"))
+DISCRIMINATOR = SideNet("disc", "disc_d", Adam("disc_lr", betas=(0.5, 0.9)))
 
 REGULARISERS: dict[str, Regulariser] = {
     r.name: r
@@ -169,6 +222,44 @@ REGULARISERS: dict[str, Regulariser] = {
             source="Rubenstein et al. 2018",
         ),
         Regulariser("ae", f"{OBJECTIVES}:PlainAE", source="(reconstruction only)"),
+        # The field's baselines (Locatello et al. 2019), disentanglement_lib's definitions.
+        Regulariser(
+            "annealed_vae",
+            f"{OBJECTIVES}:AnnealedVAE",
+            AnnealKeys,
+            ("kl", "capacity"),
+            posteriors=GAUSSIAN,
+            priors=GAUSSIAN,
+            source="Burgess et al. 2018",
+        ),
+        Regulariser(
+            "factor_vae",
+            f"{OBJECTIVES}:FactorVAE",
+            FactorKeys,
+            ("kl", "tc", DISCRIMINATOR.term),
+            (DISCRIMINATOR,),
+            posteriors=GAUSSIAN,
+            priors=GAUSSIAN,
+            source="Kim & Mnih 2018",
+        ),
+        Regulariser(
+            "dip_vae",
+            f"{OBJECTIVES}:DIPVAE",
+            DipKeys,
+            ("kl", "dip_od", "dip_d"),
+            posteriors=GAUSSIAN,
+            priors=GAUSSIAN,
+            source="Kumar et al. 2018",
+        ),
+        Regulariser(
+            "beta_tc_vae",
+            f"{OBJECTIVES}:BetaTCVAE",
+            BetaKeys,
+            ("kl", "tc"),
+            posteriors=GAUSSIAN,
+            priors=GAUSSIAN,
+            source="Chen et al. 2018",
+        ),
     )
 }
 # The ACAI regulariser (objective.acai > 0) on top of any objective: its term and critic.
@@ -211,6 +302,11 @@ FAMILIES: dict[str, Family] = {
     "wae_gan": _family("wae_gan", **GAUSSIAN_MODEL),
     "wwae": _family("wwae", **GAUSSIAN_MODEL),
     "ae": _family("ae"),
+    "annealed_vae": _family("annealed_vae", **GAUSSIAN_MODEL),
+    "factor_vae": _family("factor_vae", **GAUSSIAN_MODEL),
+    "dip_vae_i": _family("dip_vae", **GAUSSIAN_MODEL, **{"objective.dip_type": "i"}),
+    "dip_vae_ii": _family("dip_vae", **GAUSSIAN_MODEL, **{"objective.dip_type": "ii"}),
+    "beta_tc_vae": _family("beta_tc_vae", **GAUSSIAN_MODEL),
 }
 
 

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from raywae.checkpoint import CheckpointError
-from raywae.config import Config, from_dict, override
+from raywae.config import Config, compose, from_dict, override
 from raywae.experiment import Experiment
+from raywae.families import FAMILIES, unpackable
 from raywae.metrics import encode_grid
 from raywae.train import Trainer, check_packable
 
@@ -22,26 +23,25 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # running scale, so a weight whose gradient is ~0 can move by a part of one step (lr = 1e-3)
 # either way. Tolerance: a tenth of one Adam step, far below what training moves.
 TOL = {"rtol": 1e-4, "atol": 1e-4}
-FAMILIES = {
-    "beta_vae": {"objective": {"name": "beta_vae", "beta": 4.0, "lp_lambda": 0.1}},
-    "wae_box": {
-        "objective": {"name": "wae_mmd", "lam": 100.0, "lp_lambda": 1.0},
-        "model": {"posterior": "box", "prior": "uniform"},
-    },
-    "wwae": {"objective": {"name": "wwae", "lam": 10.0}},
-    "wae_gan": {"objective": {"name": "wae_gan", "lam": 1.0, "lp_lambda": 1.0}},  # + adversary
-}
+# Each family's preset over one shared base; a family keeps the keys it reads (config.compose).
+# AnnealedVAE's capacity reaches c_max within the test's 12 steps.
+OBJECTIVE = {"lp_lambda": 1.0, "lam": 10.0, "beta": 4.0, "gamma": 10.0, "c_max": 5.0,
+             "iteration_threshold": 6, "lambda_od": 2.0}  # fmt: skip
+# FactorVAE's discriminator (6M weights, Adam at lr 1e-4): a weight whose gradient is at
+# rounding level moves by ±lr either way, so after a few steps pack and solo discriminators
+# differ by ~1e-3 in a few weights (measured: 1.2e-3 after 12 steps, the auto-encoders 1e-5
+# apart) and the TC read off its logits (~1e-2 here) by ~1e-3.
+FIGURE_ABS = {"factor_vae": 5e-3}
+PACKING = [f for f, row in FAMILIES.items() if unpackable(row.regulariser, 0.0) is None]
 
 
 def cfgs(family: str, seeds=(0, 1, 2), **train) -> list[Config]:
-    base = from_dict(
-        {
-            "model": {"hidden": 32, "latent_dim": 4, **FAMILIES[family].get("model", {})},
-            "objective": FAMILIES[family]["objective"],
-            "train": {"steps": 12, "batch_size": 16, "report_every": 4, "device": "cpu", **train},
-        }
-    )
-    return [override(base, {"seed": s}) for s in seeds]
+    base = {
+        "model": {"hidden": 32, "latent_dim": 4},
+        "objective": OBJECTIVE,
+        "train": {"steps": 12, "batch_size": 16, "report_every": 4, "device": "cpu", **train},
+    }
+    return [compose(base, FAMILIES[family].preset | {"seed": s}) for s in seeds]
 
 
 def solo(cfg: Config, ds) -> tuple[Trainer, list[dict]]:
@@ -54,7 +54,7 @@ def figures(logs: dict) -> dict:
     return {k: v for k, v in logs.items() if not k.startswith("time/")}
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("family", PACKING)
 def test_pack_equals_solo_runs(small_ds, family):
     configs = cfgs(family)
     pack, windows = Trainer(configs, small_ds), []
@@ -65,7 +65,9 @@ def test_pack_equals_solo_runs(small_ds, family):
         ours = pack.member_state(m)
         torch.testing.assert_close(ours["model"], trainer.model.state_dict(), **TOL)
         for w, s in zip(windows, logs, strict=True):
-            assert figures(w[m]) == pytest.approx(figures(s), rel=1e-4, abs=1e-5)
+            assert figures(w[m]) == pytest.approx(
+                figures(s), rel=1e-4, abs=FIGURE_ABS.get(family, 1e-5)
+            )
         assert pack.evaluate(max_images=300, member=m) == pytest.approx(
             trainer.evaluate(max_images=300), rel=1e-4
         )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import math
 from typing import Any, NamedTuple
 
 import torch
@@ -25,7 +26,7 @@ from torch.func import functional_call
 
 from raywae.config import Config
 from raywae.families import ACAI, REGULARISERS, Regulariser, SideNet
-from raywae.models.networks import AutoEncoder, Critic
+from raywae.models.networks import AutoEncoder, Critic, glorot_
 
 # IMQ kernel scales C / d (PROTOCOL §4).
 IMQ_SCALES = (0.001, 0.005, 0.01, 0.05, 0.1, 0.2, 0.5, 0.8, 1.0, 2.0)
@@ -352,3 +353,124 @@ class AcaiTerm(Term):
             "alpha": step.draws["alpha"],
         }
         return self.weight * acai, {"acai": acai}, {self.critic.row.name: batch}
+
+
+# --- the field's baselines (Locatello et al. 2019; disentanglement_lib's definitions) ---------
+def capacity(step: torch.Tensor, c_max: float, threshold: float) -> torch.Tensor:
+    """AnnealedVAE's C(t) = min(c_max, c_max·t / threshold) at training step t (a tensor)."""
+    return (c_max * step / threshold).clamp(max=c_max)
+
+
+class AnnealedVAE(Term):
+    """AnnealedVAE: γ·|KL − C(t)|, the capacity C rising linearly from 0 to c_max over
+    iteration_threshold steps (Burgess et al. 2018, eq. 8)."""
+
+    def __init__(self, row, keys, model, cfg):
+        super().__init__(row, keys, model, cfg)
+        scale = cfg.train.steps / 300_000 if keys.scale_threshold else 1.0
+        self.threshold = keys.iteration_threshold * scale
+
+    def forward(self, step):
+        kl = self.posterior.kl_std_normal(step.mu, step.s).mean()
+        c = capacity(step.draws["step"], self.keys.c_max, self.threshold)
+        return self.keys.gamma * (kl - c).abs(), {"kl": kl, "capacity": c}, {}
+
+
+def shuffle_dims(z: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """z̃: every latent dim of z (n, d) permuted across the batch by its own column of perm
+    (n, d), a permutation of 0..n−1 per column: a sample of the product of the marginals."""
+    return z.gather(0, perm)
+
+
+class Discriminator(SideNetwork):
+    """FactorVAE's discriminator: 6 dense × 1000, leaky ReLU 0.2, 2 logits ("joint",
+    "permuted"), TensorFlow's default init (Glorot-uniform, zero biases) as in
+    disentanglement_lib; it maximises ½·mean log p(joint | z) + ½·mean log p(permuted | z̃)
+    with the probabilities clipped to [1e-6, 1 − 1e-6]."""
+
+    def __init__(self, row: SideNet, lr: float, latent_dim: int) -> None:
+        dims = (latent_dim, *[1000] * 6)
+        layers = [m for a, b in zip(dims, dims[1:]) for m in (nn.Linear(a, b), nn.LeakyReLU(0.2))]
+        net = nn.Sequential(*layers, nn.Linear(1000, 2))
+        glorot_(net)
+        super().__init__(row, net, lr)
+
+    def draws(self, inputs, generator):
+        z = inputs["z"]
+        u = torch.rand(z.shape, generator=generator, device=z.device)
+        return {"perm": u.argsort(0)}
+
+    def loss(self, inputs, draws):
+        z = inputs["z"]
+        joint = self.net(z).softmax(1).clamp(1e-6, 1 - 1e-6)[:, 0]
+        permuted = self.net(shuffle_dims(z, draws["perm"])).softmax(1).clamp(1e-6, 1 - 1e-6)[:, 1]
+        return -(0.5 * joint.log().mean() + 0.5 * permuted.log().mean())
+
+
+class FactorVAE(Term):
+    """FactorVAE: KL + γ·TC, TC = mean(D(z)_joint − D(z)_permuted) read off the discriminator's
+    logits (Kim & Mnih 2018, eq. 2; its `Discriminator` trains beside)."""
+
+    def __init__(self, row, keys, model, cfg):
+        super().__init__(row, keys, model, cfg)
+        (side,) = row.sides
+        self.disc = Discriminator(side, keys.disc_lr, model.latent_dim)
+
+    def forward(self, step):
+        kl = self.posterior.kl_std_normal(step.mu, step.s).mean()
+        logits = frozen(self.disc.net, step.z)  # the encoder's term puts no gradient on D
+        tc = (logits[:, 0] - logits[:, 1]).mean()
+        reg = kl + self.keys.gamma * tc
+        return reg, {"kl": kl, "tc": tc}, {self.disc.row.name: {"z": step.z.detach()}}
+
+
+def covariance(mu: torch.Tensor) -> torch.Tensor:
+    """E[μμᵀ] − E[μ]E[μ]ᵀ over the batch (the biased estimate): (n, d) -> (d, d)."""
+    mean = mu.mean(0)
+    return (mu[:, :, None] * mu[:, None, :]).mean(0) - mean[:, None] * mean[None, :]
+
+
+def dip_penalties(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """DIP's two penalties on a covariance (d, d): Σ_{i≠j} C_ij² and Σ_i (C_ii − 1)²."""
+    diag = cov.diagonal()
+    return (cov - torch.diag_embed(diag)).pow(2).sum(), (diag - 1).pow(2).sum()
+
+
+class DIPVAE(Term):
+    """DIP-VAE: KL + λ_od·Σ_{i≠j} C_ij² + λ_d·Σ_i (C_ii − 1)², C = Cov[μ(x)] (type i) or
+    Cov[μ(x)] + mean diag(e^s) (type ii) over the batch (Kumar et al. 2018, eqs. 6–7)."""
+
+    def forward(self, step):
+        kl = self.posterior.kl_std_normal(step.mu, step.s).mean()
+        cov = covariance(step.mu)
+        if self.keys.dip_type == "ii":
+            cov = cov + torch.diag_embed(step.s.exp().mean(0))
+        od, d = dip_penalties(cov)
+        reg = kl + self.keys.lambda_od * od + self.keys.lambda_d * d
+        return reg, {"kl": kl, "dip_od": od, "dip_d": d}, {}
+
+
+def gaussian_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z; μ, e^logvar) per element (broadcasting)."""
+    return -0.5 * ((z - mu).pow(2) * (-logvar).exp() + logvar + math.log(2 * math.pi))
+
+
+def total_correlation(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """The minibatch-weighted estimate of TC(q(z)) on a batch (Chen et al. 2018, as
+    disentanglement_lib computes it, constants dropped): mean_j [logsumexp_i Σ_l log
+    q(z_jl | x_i) − Σ_l logsumexp_i log q(z_jl | x_i)]. Adding (d − 1)·log n gives the
+    batch's own kernel estimate of TC. z, μ, logvar: (n, d) -> ()."""
+    log_q = gaussian_log_density(z[:, None], mu[None], logvar[None])  # (j, i, l)
+    joint = torch.logsumexp(log_q.sum(2), 1)
+    product = torch.logsumexp(log_q, 1).sum(1)
+    return (joint - product).mean()
+
+
+class BetaTCVAE(Term):
+    """β-TCVAE: KL + (β − 1)·TC, TC by minibatch-weighted sampling (Chen et al. 2018, eq. 4
+    with α = γ = 1)."""
+
+    def forward(self, step):
+        kl = self.posterior.kl_std_normal(step.mu, step.s).mean()
+        tc = total_correlation(step.z, step.mu, step.s)
+        return (self.keys.beta - 1.0) * tc + kl, {"kl": kl, "tc": tc}, {}

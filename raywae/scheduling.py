@@ -28,7 +28,7 @@ SCHEDULER_KEYS: dict[str, tuple[str, ...]] = {  # the settings each scheduler re
         "synch",
         "mutations",
     ),  # fmt: skip
-    "pb2": ("perturbation_interval", "burn_in_period", "quantile_fraction", "synch", "mutations"),
+    "pb2": ("perturbation_interval", "quantile_fraction", "synch", "mutations"),  # no burn-in
     "mo_asha": ("grace_period", "reduction_factor", "max_t", "final_eval"),
 }
 SchedulerName = Literal["fifo", "asha", "hyperband", "median", "pbt", "pb2", "mo_asha"]

@@ -229,3 +229,25 @@ def test_scheduler_state_survives_a_resumed_driver() -> None:
     fresh = build(spec)
     fresh.on_trial_add(None, trials[2])  # without the state it would have continued
     assert fresh.on_trial_result(None, trials[2], {"step": 10, "proxy/recon": 1.6}) == "CONTINUE"
+
+
+@pytest.mark.parametrize("name", ["asha", "hyperband", "median", "pbt", "pb2", "mo_asha"])
+def test_every_schedulers_state_can_be_saved(name: str) -> None:
+    """Tune saves the callback's state with its own: every scheduler's must pickle (median
+    stopping keeps a defaultdict with a lambda factory, HyperBand lambdas)."""
+    from raywae.scheduling import SchedulerDoc, resolve
+    from raywae.tune.schedulers import SchedulerState, build
+
+    mutations = {"objective.lp_lambda": {"uniform": [0.1, 10]}}
+    population = {"mutations": mutations, "perturbation_interval": 10}
+    doc = SchedulerDoc(name=name, **(population if name in ("pbt", "pb2") else {}))
+    metric = ("proxy/recon", "proxy/beta_vae_5") if name == "mo_asha" else ("proxy/recon",)
+    mode = ("min", "max")[: len(metric)]
+    spec = resolve(doc, ("grid", metric, mode), {}, 40)
+    fresh = build(spec)
+    state = SchedulerState(build(spec))
+    restored = SchedulerState(fresh)
+    restored.set_state(state.get_state())
+    restored.on_step_begin(0, [])
+    if name == "median":  # restored into the fresh defaultdict, which keeps its factory
+        assert fresh._last_pause["unseen"] == float("-inf")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import pickle
+from collections import defaultdict
 from typing import Any
 
 from ray import tune
@@ -138,17 +139,17 @@ def build(spec: SchedulerSpec, replicates: int = 1) -> TrialScheduler:
     common = {
         **one,
         "perturbation_interval": s["perturbation_interval"],
-        "burn_in_period": s["burn_in_period"],
         "quantile_fraction": s["quantile_fraction"],
         "synch": s["synch"],
     }
-    if spec.name == "pb2":
+    if spec.name == "pb2":  # Tune's PB2 takes no burn-in period
         from ray.tune.schedulers.pb2 import PB2
 
         bounds = {k: list(d.args) for k, d in spec.mutations.items()}
         return PB2(**common, hyperparam_bounds=bounds)
     return PopulationBasedTraining(
         **common,
+        burn_in_period=s["burn_in_period"],
         resample_probability=s["resample_probability"],
         hyperparam_mutations={k: _domain(d) for k, d in spec.mutations.items()},
         custom_explore_fn=Clip(spec.mutations),
@@ -186,8 +187,16 @@ class SchedulerState(tune.Callback):
         self._pending: bytes | None = None
 
     def get_state(self) -> dict | None:
+        """The scheduler's attributes but its functions (HyperBand's metric lambdas: made by
+        its constructor, as in the resumed sweep's fresh one), defaultdicts as dicts (median
+        stopping's have lambda factories; restored into the fresh one's, they keep theirs)."""
+        state = {
+            k: dict(v) if isinstance(v, defaultdict) else v
+            for k, v in vars(self.scheduler).items()
+            if not callable(v)
+        }
         out = io.BytesIO()
-        _TrialsById(out).dump(self.scheduler.__dict__)
+        _TrialsById(out).dump(state)
         return {"scheduler": out.getvalue()}
 
     def set_state(self, state: dict) -> None:
@@ -200,5 +209,7 @@ class SchedulerState(tune.Callback):
         self._pending = None
         for key, value in saved.items():  # entries Tune re-added since stay, saved ones win
             now = self.scheduler.__dict__.get(key)
-            both = isinstance(value, dict) and isinstance(now, dict)
-            self.scheduler.__dict__[key] = {**now, **value} if both else value
+            if isinstance(value, dict) and isinstance(now, dict):
+                now.update(value)  # in place: a defaultdict keeps its factory
+            else:
+                self.scheduler.__dict__[key] = value

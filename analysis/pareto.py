@@ -177,7 +177,9 @@ def figure1(
     fig, axes = plt.subplots(1, len(panels), figsize=FIG1_INCHES, dpi=DPI, squeeze=False)
     fig.subplots_adjust(left=0.06, right=0.80, top=0.86, bottom=0.11, wspace=0.22)
     families = sorted({f for _, t in panels for f in t["family"]}, key=family_key)
-    colours = dict(zip(families, sns.color_palette("colorblind", max(len(families), 3))))
+    # colorblind has 10 colours; the study's 11 families need distinct hues beyond that
+    palette = "colorblind" if len(families) <= 10 else "husl"
+    colours = dict(zip(families, sns.color_palette(palette, max(len(families), 3))))
     handles: dict[str, object] = {}
     for ax, (title, table) in zip(axes[0], panels):
         s = _scale(table["score_key"].iloc[0]) if len(table) else 1.0

@@ -263,7 +263,11 @@ class MetricsConfig:
 
 @dataclass(frozen=True)
 class Config:
-    """One experiment: every seed (model init, batches, noise) derives from `seed`."""
+    """One experiment: every seed (model init, batches, noise) derives from `seed`. preset:
+    settings a study trains with, under the file's own keys (`PRESETS`): "rubenstein2018"
+    (the defaults: the 2018 paper's FC network and schedule) or "locatello2019"
+    (disentanglement_lib's unsupervised study: conv64, latent 10, batch 64, Adam 1e-4
+    constant, 300,000 steps)."""
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -271,6 +275,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     seed: int = 0
+    preset: Literal["rubenstein2018", "locatello2019"] = "rubenstein2018"
 
     def __post_init__(self) -> None:
         obj, model = self.objective, self.model
@@ -405,10 +410,34 @@ def _build(cls: type, d: Mapping[str, Any], path: str) -> Any:
         raise ConfigError(f"{prefix}{err.key}", err.message) from None
 
 
+# Each study's training settings (Config.preset); the Bernoulli loss and Adam's β1 0.9, β2
+# 0.999, ε 1e-8 are every run's. locatello2019: disentanglement_lib's unsupervised_study_v1
+# (model_configs/shared.gin).
+PRESETS: dict[str, dict[str, Any]] = {
+    "rubenstein2018": {},
+    "locatello2019": {
+        "model": {"arch": "conv64", "latent_dim": 10},
+        "train": {"batch_size": 64, "lr": 1e-4, "lr_milestones": [], "lr_decay": [],
+                  "steps": 300_000},
+    },
+}  # fmt: skip
+
+
+def _merged(under: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested mappings `over` laid over `under` (over wins, key by key)."""
+    out = dict(under)
+    for key, value in over.items():
+        both = isinstance(value, Mapping) and isinstance(out.get(key), Mapping)
+        out[key] = _merged(out[key], value) if both else value
+    return out
+
+
 def from_dict(d: Mapping[str, Any], source: str = "<dict>") -> Config:
-    """Strict nested dict -> Config; missing sections / keys take their defaults."""
+    """Strict nested dict -> Config; missing keys take their `preset`'s values, then their
+    defaults."""
+    preset = PRESETS.get(d.get("preset", ""), {})  # an unknown name fails in coerce
     try:
-        return coerce(dict(d), Config, "")
+        return coerce(_merged(preset, d), Config, "")
     except ConfigError as err:
         raise ConfigError(err.key, err.message, source) from None
 
@@ -511,6 +540,8 @@ def compose(base: Mapping[str, Any], flat: Mapping[str, Any], source: str = "<di
     and switching `objective.name` leaves the old family's keys behind; a key in `flat`
     must be read, and a key nobody reads still fails."""
     d = copy.deepcopy(dict(base))
+    if flat.get("preset") in PRESETS:  # a preset set here wins over the base's values
+        d = _merged(d, PRESETS[flat["preset"]])
     for key, value in flat.items():
         set_path(d, key, value, source)
     obj = d.get("objective")

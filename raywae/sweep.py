@@ -9,6 +9,7 @@ import argparse
 import os
 import signal
 import sys
+from collections import Counter
 from pathlib import Path
 
 from raywae.config import ConfigError, parse_sets
@@ -46,7 +47,8 @@ def trial_table(spec: SweepSpec) -> str:
     if spec.algorithm == "grid":
         trials = spec.trials()
         keys = sorted({k for t in trials for k in t.params})
-        lines.append(f"{len(trials)} trials")
+        per_arm = Counter(t.arm for t in trials)
+        lines.append(f"{len(trials)} trials: " + ", ".join(f"{a} {n}" for a, n in per_arm.items()))
         lines.append("  ".join(["#".rjust(4), "arm".ljust(14), *keys, "seed"]))
         for i, t in enumerate(trials):
             cells = [str(t.params.get(k, "-")).ljust(len(k)) for k in keys]
@@ -66,7 +68,9 @@ def trial_table(spec: SweepSpec) -> str:
             "models (the seeds of one setting; resources below are per pack)"
         )
         for k, members in enumerate(packs):
-            lines.append(f"  pack {k}: trials {', '.join(str(i) for i in members)}")
+            run = members == list(range(members[0], members[-1] + 1)) and len(members) > 2
+            which = f"{members[0]}-{members[-1]}" if run else ", ".join(str(i) for i in members)
+            lines.append(f"  pack {k}: trials {which}")
     else:
         lines.append("packing: one model per Tune trial (pack 1)")
     train = spec.config(spec.example()).train

@@ -170,3 +170,15 @@ def test_compose_keeps_each_families_keys_from_a_shared_base():
     # switching family on a config starts from the new family's defaults
     wae = override(vae, {"objective.name": "wae_mmd"})
     assert wae.objective.family.lam == 400.0 and not hasattr(wae.objective.family, "beta")
+
+
+def test_a_preset_fills_what_the_file_leaves_out():
+    cfg = from_dict({"preset": "locatello2019", "train": {"steps": 10}})
+    assert (cfg.model.arch, cfg.model.latent_dim) == ("conv64", 10)
+    assert (cfg.train.batch_size, cfg.train.lr, cfg.train.lr_milestones) == (64, 1e-4, ())
+    assert cfg.train.steps == 10  # the file's own key wins
+    assert from_dict(to_dict(cfg)) == cfg
+    late = override(Config(), {"preset": "locatello2019"})  # set later, it wins over the old
+    assert (late.model.arch, late.train.steps) == ("conv64", 300_000)
+    with pytest.raises(ConfigError, match="preset: must be one of"):
+        from_dict({"preset": "locatelo2019"})

@@ -101,6 +101,47 @@ def test_shipped_spaces_all_load() -> None:
     assert optuna_spec.mode == ("min", "max")
 
 
+def test_the_studys_yaml_plans_the_study() -> None:
+    """locatello.yaml: unsupervised_study_v1's 36 settings × 50 seeds on dSprites (1,800
+    baseline models) + the WAE arms (2 × 9 λ1 × 50), packed by setting, on conv64 with the
+    study's training settings; paper_plus.yaml: the paper's 270 + 5 × 6 × 10 baselines."""
+    from collections import Counter
+
+    spec = load(SPACES / "locatello.yaml")
+    trials = spec.trials()
+    per_family = Counter(t.arm for t in trials)
+    baselines = ("beta_vae", "annealed_vae", "factor_vae", "dip_vae_i", "dip_vae_ii", "beta_tc_vae")
+    assert {f: per_family[f] for f in baselines} == dict.fromkeys(baselines, 300)
+    assert sum(per_family[f] for f in baselines) == 1800
+    assert per_family["wae_gaussian"] == per_family["wae_box"] == 450
+    assert len(spec.packs()) == 36 + 18 and {len(p) for p in spec.packs()} == {50}
+    settings = {(t.arm, tuple(t.params.values())) for t in trials}
+    assert len(settings) == 54 and len({t.seed for t in trials}) == 50
+    grids = {
+        ("beta_vae", "objective.beta"): [1, 2, 4, 6, 8, 16],
+        ("annealed_vae", "objective.c_max"): [5, 10, 25, 50, 75, 100],
+        ("factor_vae", "objective.gamma"): [10, 20, 30, 40, 50, 100],
+        ("dip_vae_i", "objective.lambda_od"): [1, 2, 5, 10, 20, 50],
+        ("dip_vae_ii", "objective.lambda_od"): [1, 2, 5, 10, 20, 50],
+        ("beta_tc_vae", "objective.beta"): [1, 2, 4, 6, 8, 10],
+    }
+    for (arm, key), values in grids.items():
+        assert list(spec.arms[arm].grid[key]) == values
+    cfg = spec.config({"arm": "annealed_vae", "seed": 0, "objective.c_max": 5})
+    assert (cfg.model.arch, cfg.model.latent_dim, cfg.train.batch_size) == ("conv64", 10, 64)
+    assert (cfg.train.lr, cfg.train.lr_milestones, cfg.train.steps) == (1e-4, (), 300_000)
+    assert (cfg.objective.family.gamma, cfg.objective.family.iteration_threshold) == (1000, 100_000)
+    assert (
+        spec.config(
+            {"arm": "dip_vae_ii", "seed": 0, "objective.lambda_od": 1}
+        ).objective.family.lambda_d
+        == 1
+    )
+    assert cfg.metrics.preset == "disentanglement_lib"
+    plus = Counter(t.arm for t in load(SPACES / "paper_plus.yaml").trials())
+    assert sum(plus.values()) == 270 + 5 * 6 * 10 and plus["dip_vae_ii"] == 60
+
+
 BAD = [
     ("unknown key", {"base": {"train": {"stepz": 3}}}, "base.train.stepz", "unknown key"),
     (

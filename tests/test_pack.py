@@ -77,25 +77,27 @@ def test_pack_equals_solo_runs(small_ds, family):
     )
 
 
-def test_conv64_trains_solo_and_packed(small_ds):
-    """disentanglement_lib's network (arch conv64, latent 10) through both step strategies:
-    3 steps of a β-VAE solo and as a pack of two seeds, finite losses, the pack's member 0
-    equal to its solo run."""
-    base = from_dict(
-        {
-            "model": {"arch": "conv64", "latent_dim": 10},
-            "objective": {"name": "beta_vae", "beta": 4.0},
-            "train": {"steps": 3, "batch_size": 16, "report_every": 1, "device": "cpu"},
-        }
-    )
-    configs = [override(base, {"seed": s}) for s in (0, 1)]
+@pytest.mark.parametrize("family", PACKING)
+def test_conv64_trains_every_family_solo_and_packed(small_ds, family):
+    """disentanglement_lib's network (arch conv64, latent 10) under every family, the WAE arms
+    included: 3 steps solo and as a pack of two seeds, finite losses, the pack's member 0
+    equal to its solo run, the seeds apart."""
+    configs = cfgs(family, seeds=(0, 1), steps=3, report_every=1)
+    configs = [override(c, {"model.arch": "conv64", "model.latent_dim": 10}) for c in configs]
     trainer, logs = solo(configs[0], small_ds)
     assert len(logs) == 3 and all(np.isfinite(w["train/loss"]) for w in logs)
     pack, windows = Trainer(configs, small_ds), []
     pack.run(callback=lambda p, logs: windows.append(logs))
     assert pack.active == [0, 1] and not pack.failed and len(windows) == 3
     assert all(np.isfinite(w[m]["train/loss"]) for w in windows for m in (0, 1))
-    torch.testing.assert_close(pack.member_state(0)["model"], trainer.model.state_dict(), **TOL)
+    # conv64's ReLU layers hold units whose gradient is ~0: there Adam's normalised step can
+    # go either way between the batched and the plain kernels, moving a weight by up to one
+    # step (lr 1e-3; seen: 1 of 262,144 weights of a DIP-VAE-II decoder layer after 3 steps).
+    ours, theirs = pack.member_state(0)["model"], trainer.model.state_dict()
+    for name in theirs:
+        gap = (ours[name] - theirs[name]).abs()
+        far = gap > TOL["atol"] + TOL["rtol"] * theirs[name].abs()
+        assert far.float().mean() < 1e-4 and gap.max() <= 3 * 1e-3 * 1.01, name
     assert not torch.allclose(
         pack.params["model.encoder.mean.weight"][0], pack.params["model.encoder.mean.weight"][1]
     )

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-STEPS = 3000
+STEPS = 1000
 # The study's settings (preset locatello2019) on the quickstart's 46,080-image subgrid of
 # procedural dSprites, STEPS steps instead of 300,000; AnnealedVAE's capacity schedule shrunk
-# with them (scale_threshold: C reaches c_max at 1,000 steps, as at 100,000 of 300,000).
+# with them (scale_threshold: C reaches c_max at 333 steps, as at 100,000 of 300,000).
 BASE = {
     "preset": "locatello2019",
     "data": {"source": "procedural", "subgrid": {"orientation": 2, "posX": 2, "posY": 2}},

@@ -321,6 +321,25 @@ def test_headline_table() -> None:
     assert "procedural dSprites" in line and "23/24 trials finished" in line
 
 
+def test_headline_groups_every_family() -> None:
+    """The paper's groups by objective (WAE: Gaussian and box together), every other family
+    its own group, DIP-VAE-I and -II apart though they share an objective."""
+    runs = synthetic_runs()
+    extra = runs[runs["arm"] == "wae_gaussian"].copy()
+    frames = [runs]
+    for family, objective in (("wae_box", "wae_mmd"), ("dip_vae_i", "dip_vae"),
+                              ("dip_vae_ii", "dip_vae"), ("factor_vae", "factor_vae")):  # fmt: skip
+        frames.append(extra.assign(arm=family, family=family, **{"objective.name": objective},
+                                   run_id=extra["run_id"] + family))  # fmt: skip
+    runs = pd.concat(frames, ignore_index=True)
+    runs["metric/beta_vae_4"] = runs["metric/beta_vae_5"]
+    table = headline(label_settings(runs))
+    assert list(dict.fromkeys(table["group"])) == ["β-VAE", "WAE", "factor_vae", "dip_vae_i",
+                                                   "dip_vae_ii"]  # fmt: skip
+    wae = table[(table["group"] == "WAE") & (table["key"] == "best_5")]
+    assert wae["setting"].iloc[0] in ("wae_gaussian", "wae_box")
+
+
 def test_default_experiment() -> None:
     class Store:  # the one MlflowClient method default_experiment uses
         def __init__(self, *names: str) -> None:

@@ -435,7 +435,8 @@ def _merged(under: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]
 def from_dict(d: Mapping[str, Any], source: str = "<dict>") -> Config:
     """Strict nested dict -> Config; missing keys take their `preset`'s values, then their
     defaults."""
-    preset = PRESETS.get(d.get("preset", ""), {})  # an unknown name fails in coerce
+    name = d.get("preset")
+    preset = PRESETS.get(name, {}) if isinstance(name, str) else {}  # a bad one fails in coerce
     try:
         return coerce(_merged(preset, d), Config, "")
     except ConfigError as err:
@@ -540,8 +541,9 @@ def compose(base: Mapping[str, Any], flat: Mapping[str, Any], source: str = "<di
     and switching `objective.name` leaves the old family's keys behind; a key in `flat`
     must be read, and a key nobody reads still fails."""
     d = copy.deepcopy(dict(base))
-    if flat.get("preset") in PRESETS:  # a preset set here wins over the base's values
-        d = _merged(d, PRESETS[flat["preset"]])
+    name = flat.get("preset")
+    if isinstance(name, str) and name in PRESETS:  # a preset set here wins over the base's
+        d = _merged(d, PRESETS[name])
     for key, value in flat.items():
         set_path(d, key, value, source)
     obj = d.get("objective")

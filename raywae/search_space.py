@@ -374,12 +374,13 @@ def _check_same_distributions(arms: dict[str, Arm]) -> None:
 
 
 def _check_configs(spec: SweepSpec, lines: Mapping[str, int]) -> None:
-    """Build the config of every planned grid trial (or, for a search, of each arm with each
+    """Build the config of every planned grid setting (or, for a search, of each arm with each
     probe value of each distribution: every choice, both ends of an interval) so that a bad
     value fails now, naming where in the file it came from; and check that each of them
     reports the searched metrics (search.metric, also what a grid's summary ranks by)."""
-    if spec.algorithm == "grid":
-        probes = [t.as_config() for t in spec.trials()]
+    if spec.algorithm == "grid":  # one seed per setting: the seed changes no other key
+        settings = {(t.arm, repr(t.params)): t for t in spec.trials()}
+        probes = [t.as_config() for t in settings.values()]
     else:
         probes = []
         for arm in spec.arms.values():

@@ -124,7 +124,8 @@ def main() -> None:
     rows = [json.loads(x) for x in args.out.read_text().splitlines()] if args.out.is_file() else []
     if not args.table_only:
         done = {(r["family"], r["seed"]) for r in rows}
-        jobs = [(f, s) for f in SETTINGS for s in SEEDS if (f, s) not in done]
+        # seed-major: every family's first seed before any family's second
+        jobs = [(f, s) for s in SEEDS for f in SETTINGS if (f, s) not in done]
         print(f"{len(jobs)} models to train ({len(done)} in {args.out}), {STEPS} steps each")
         with mp.get_context("spawn").Pool(args.workers) as pool:
             for row in pool.imap_unordered(train_one, jobs):

@@ -166,27 +166,27 @@ class MLflowCallback(tune.Callback):
         members = self.spec.members(trial.config)
         return {run_key(trial.trial_id, i, len(members)): m for i, m in enumerate(members)}
 
-    def _find(self, key: str) -> Any:
-        """The run of `key` (a resumed sweep), or None."""
-        trial_id, _, member = key.partition("/")
-        query = f"tags.`{TRIAL_TAG}` = '{trial_id}'"
-        if member:
-            query += f" and tags.`{MEMBER_TAG}` = '{member}'"
-        found = self.client.search_runs([self._experiment], query, max_results=1)
-        return found[0] if found else None
+    def _found(self, trial: Any) -> dict[str, Any]:
+        """The trial's runs already in the store (a resumed sweep), run key -> run, from one
+        search for the whole pack (not one per member)."""
+        query = f"tags.`{TRIAL_TAG}` = '{trial.trial_id}'"
+        runs = self.client.search_runs([self._experiment], query, max_results=50_000)
+        size = len(self.spec.members(trial.config))
+        return {run_key(trial.trial_id, int(r.data.tags.get(MEMBER_TAG, 0)), size): r for r in runs}
 
     def run_ids(self, trial: Any) -> dict[str, str]:
         """The trial's runs (key -> run id): cached, else found by tag (resume), else
         created; a run found FAILED or FINISHED stays closed."""
         members = self.members(trial)
-        for key, member in members.items():
-            if key not in self._runs:
-                self._runs[key] = self._open(trial, key, member)
+        if missing := [key for key in members if key not in self._runs]:
+            found = self._found(trial)
+            for key in missing:
+                self._runs[key] = self._open(trial, key, members[key], found.get(key))
         return {key: self._runs[key] for key in members}
 
-    def _open(self, trial: Any, key: str, member: dict[str, Any]) -> str:
+    def _open(self, trial: Any, key: str, member: dict[str, Any], found: Any) -> str:
         client = self.client
-        if found := self._find(key):
+        if found is not None:
             run_id = found.info.run_id
             history = client.get_metric_history(run_id, "train/loss")
             self._last_step[key] = max((m.step for m in history), default=-1)

@@ -37,6 +37,28 @@ Logs = dict[int, dict[str, float]]  # model index -> its window's logs
 Callback = Callable[["Trainer", Logs], None]
 
 
+ENCODE_BATCH = 8192  # images per encoding pass over a grid (encode_grid's default)
+ENCODE_FLOATS = 2**27  # 512 MiB of fp32: the widest activation of all R models in one batch
+
+
+def widest_activation(encoder: torch.nn.Module, x: torch.Tensor) -> int:
+    """Floats per image of the encoder's widest layer output (FC: its hidden width; conv64:
+    its first conv's 32 × 32 × 32), from one forward pass of the images x."""
+    sizes: list[int] = []
+    hooks = [
+        m.register_forward_hook(lambda m, i, out: sizes.append(out[0].numel()))
+        for m in encoder.modules()
+        if not list(m.children())
+    ]
+    try:
+        with torch.inference_mode():
+            encoder(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return max(sizes)
+
+
 class NonFiniteLossError(FloatingPointError):
     """A loss term became NaN or inf; `term` and `step` (1-based) say where."""
 
@@ -397,8 +419,14 @@ class Trainer:
 
     def code_tables(self, grid: FactorGrid, progress: bool | Bar = False) -> np.ndarray:
         """Encoder means of the active models over `grid` (ds.grid or a subgrid of it), from
-        one encoding pass: (R_active, len(grid), d) float32, row r for model active[r]."""
-        tables = encode_grid(self._steps.encoder(), self.ds, progress=progress, grid=grid)
+        one encoding pass: (R_active, len(grid), d) float32, row r for model active[r]. A
+        batch holds at most ENCODE_FLOATS floats of the encoder's widest activation over all
+        R models (a 50-model conv64 pack: 81 images at a time, not 8192: 54 GB)."""
+        model = self.member_model(self.active[0])
+        widest = len(self.active) * widest_activation(model.encoder, self.rows(self.test_index[:2]))
+        batch = max(1, min(ENCODE_BATCH, ENCODE_FLOATS // widest))
+        encoder = self._steps.encoder()
+        tables = encode_grid(encoder, self.ds, batch, progress=progress, grid=grid)
         return tables if len(self.cfgs) > 1 else tables[None]
 
     def member_state(self, i: int) -> dict[str, Any]:

@@ -4,14 +4,10 @@ of them failing), and the MLflow UI over that store in headless Chromium."""
 from __future__ import annotations
 
 import importlib
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +27,7 @@ from analysis import (  # noqa: E402
 )
 from analysis.smoke import NAMES, ensure  # noqa: E402
 from analysis.store import ANALYSIS_TAG, AnalysisError, Target  # noqa: E402
+from bench import mlflow_ui  # noqa: E402
 
 NAME = NAMES["grid"]
 CLIS = (
@@ -320,82 +317,38 @@ def test_optuna_front(smoke: Path, tmp_path: Path) -> None:
 
 
 # --- the MLflow UI as users see it -----------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(smoke: Path, tmp_path: Path):
     """`mlflow server` over the smoke store on a free localhost port."""
-    port = free_port()
-    mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
-    log = (tmp_path / "server.log").open("w")
     uri = f"sqlite:///{smoke / 'mlruns' / 'mlflow.db'}"
-    cmd = [mlflow, "server", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
-    server = subprocess.Popen(
-        [*cmd, "--workers", "1"], stdout=log, stderr=log, start_new_session=True
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            try:
-                if urllib.request.urlopen(f"{url}/health", timeout=5).status == 200:
-                    break
-            except OSError:
-                assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-                time.sleep(1)
-        else:
-            pytest.fail("mlflow server did not answer /health within 180 s")
+    with mlflow_ui.mlflow_server(uri, tmp_path / "server.log") as url:
         yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn workers
-        server.wait(timeout=30)
-        log.close()
 
 
 def test_mlflow_ui_shows_the_trials_and_the_score_column(
     smoke: Path, mlflow_server: str, tmp_path: Path
 ) -> None:
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        pytest.skip(
-            "chromium + chromedriver not installed (apt-get install chromium chromium-driver)"
-        )
-    webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium")
+    if why := mlflow_ui.have_chromium():
+        pytest.skip(why)
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run",
-        f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1920,1080",
-    ):  # fmt: skip
-        options.add_argument(flag)
-    service = webdriver.ChromeService(executable_path=shutil.which("chromedriver"))
-    driver = webdriver.Chrome(service=service, options=options)
     client = store(smoke)
     eid = client.get_experiment_by_name(NAME).experiment_id
     trials = [
         r.info.run_name for r in client.search_runs([eid]) if "raywae.trial_id" in r.data.tags
     ]
-    wait = WebDriverWait(driver, 90)
+    with mlflow_ui.chromium(tmp_path / "chromium") as driver:
+        wait = WebDriverWait(driver, 90)
 
-    def visible(xpath: str) -> list:
-        return [e for e in driver.find_elements(By.XPATH, xpath) if e.is_displayed()]
+        def visible(xpath: str) -> list:
+            return mlflow_ui.visible(driver, xpath)
 
-    def click(element: object) -> None:  # a JS click: MLflow's onboarding popovers overlay
-        driver.execute_script("arguments[0].click()", element)
+        def click(element: object) -> None:
+            mlflow_ui.click(driver, element)
 
-    try:
-        driver.get(f"{mlflow_server}/#/experiments/{eid}")
-        # A fresh browser opens MLflow 3 on the GenAI view of the experiment (traces, no runs):
-        # a user switches to "Model training" to see the runs table.
-        click(wait.until(lambda d: visible("//*[normalize-space(text())='Model training']"))[0])
+        mlflow_ui.open_runs_table(driver, mlflow_server, eid, wait)
         wait.until(lambda d: all(t in d.find_element(By.TAG_NAME, "body").text for t in trials))
         # Metric columns are not shown by default: pick metric/beta_vae_5 under "Columns".
         click(wait.until(lambda d: visible("//button[normalize-space(.)='Columns']"))[0])
@@ -414,8 +367,6 @@ def test_mlflow_ui_shows_the_trials_and_the_score_column(
         time.sleep(1)
         shot = tmp_path / "mlflow_ui.png"
         assert driver.save_screenshot(str(shot))
-    finally:
-        driver.quit()
     keep = ROOT / "bench" / "out"
     keep.mkdir(parents=True, exist_ok=True)
     shutil.copy(shot, keep / "mlflow_ui.png")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from raywae import train
 from raywae.checkpoint import CheckpointError
 from raywae.config import Config, compose, from_dict, override
 from raywae.experiment import Experiment
@@ -153,10 +154,21 @@ def test_only_seeds_of_one_setting_pack():
     check_packable([gan, override(gan, {"seed": 1})])
 
 
-def test_one_encoding_pass_gives_every_members_code_table(small_ds):
-    pack = Trainer(cfgs("beta_vae"), small_ds)
+@pytest.mark.parametrize("arch", ["fc", "conv64"])
+def test_one_encoding_pass_gives_every_members_code_table(small_ds, arch, monkeypatch):
+    pack = Trainer([override(c, {"model.arch": arch}) for c in cfgs("beta_vae")], small_ds)
     pack.run(steps=3)
+    widest = train.widest_activation(pack.member_model(0).encoder, pack.rows(pack.test_index[:2]))
+    assert widest == {"fc": 32, "conv64": 32 * 32 * 32}[arch]  # hidden 32; conv64's first conv
+    # A batch holds at most ENCODE_FLOATS floats of the widest activation of all 3 models: force
+    # batches of 7 images (the grid's 1,440 in 206 passes, the last one short).
+    monkeypatch.setattr(train, "ENCODE_FLOATS", 3 * widest * 7)
+    batches: list[int] = []
+    monkeypatch.setattr(
+        train, "encode_grid", lambda *a, **k: batches.append(a[2]) or encode_grid(*a, **k)
+    )
     tables = pack.code_tables(small_ds.grid)
+    assert batches == [7]
     assert tables.shape == (3, len(small_ds.grid), 4)
     for r, member in enumerate(pack.active):
         alone = encode_grid(pack.member_model(member), small_ds, progress=False)

@@ -7,7 +7,7 @@ that size.
 
 Smoke scale (SMOKE below): 2 training steps, the dSprites subgrid of every 8th orientation /
 posX / posY (1,440 images), the metric grid every 2nd scale of it (720), the study's Higgins
-score (disentanglement_lib preset, 5 factors, one run) without its other metrics, no model
+score (disentanglement_lib preset, 4 and 5 factors, one run) without its other metrics, no model
 weights in MLflow. Everything else is the study's: conv64, latent 10, 50-model packs, every
 family's objective, the sweep engine, the MLflow logging, the Tune checkpoints.
 
@@ -15,7 +15,8 @@ Figures (printed, and written to <out>/study_scale.json): the sweep's wall time 
 status, the driver's peak resident memory and CPU seconds (sampled from /proc), the
 MLflow store's size (database + artifacts) and the Tune folder's, the runs finished with a
 score; then over the store: the seconds to read every run into the analysis table
-(analysis.collect, in process and as its CLI), to build the paper table, and to open the
+(analysis.collect, in process and as its CLI), to build the paper table and Figure 2 (its
+models' weights read from the packs' Tune checkpoints), and to open the
 MLflow UI's experiment page in headless Chromium until its runs table shows a run.
 """
 
@@ -96,12 +97,44 @@ def timed(fn: object) -> tuple[object, float]:
     return value, time.perf_counter() - start
 
 
+def driver_per_pack(client: object, experiment_id: str) -> dict[str, float]:
+    """Whether the driver slows as the store grows, from the runs' own times: per pack (in
+    start order), the seconds from its first run's creation to its last's (the driver opening
+    50 runs), from its first run's end to its last's (closing them: artifacts and status),
+    and the gap from one pack's last end to the next pack's first start; first 5 packs
+    against the last 5."""
+    import pandas as pd
+
+    runs = client.search_runs([experiment_id], max_results=50_000)  # type: ignore[attr-defined]
+    df = pd.DataFrame(
+        [
+            (r.data.tags.get("raywae.trial_id"), r.info.start_time, r.info.end_time)
+            for r in runs
+            if "raywae.trial_id" in r.data.tags
+        ],
+        columns=["trial", "start", "end"],
+    )
+    packs = df.groupby("trial").agg(
+        first_start=("start", "min"), last_start=("start", "max"),
+        first_end=("end", "min"), last_end=("end", "max"),
+    ).sort_values("first_start") / 1000  # fmt: skip
+    packs["open_s"] = packs["last_start"] - packs["first_start"]
+    packs["close_s"] = packs["last_end"] - packs["first_end"]
+    packs["gap_s"] = packs["first_start"].shift(-1) - packs["last_end"]
+    out = {}
+    for column in ("open_s", "close_s", "gap_s"):
+        values = packs[column].dropna()
+        out[f"pack_{column}_first5"] = float(values.head(5).mean())
+        out[f"pack_{column}_last5"] = float(values.tail(5).mean())
+    return out
+
+
 def measure(out: Path) -> dict[str, float]:
     """What a researcher waits for over the finished store."""
     from mlflow.tracking import MlflowClient
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from analysis import collect, paper_table
+    from analysis import collect, paper_table, reconstructions
 
     uri = f"sqlite:///{out / 'mlflow.db'}"
     eid = MlflowClient(uri).get_experiment_by_name(NAME).experiment_id
@@ -118,10 +151,15 @@ def measure(out: Path) -> dict[str, float]:
     finished = runs[runs["status"] == "FINISHED"]  # type: ignore[index]
     figures["runs_finished"] = len(finished)
     figures["runs_with_score"] = int(finished[SCORE].notna().sum()) if SCORE in runs else 0
+    figures |= driver_per_pack(MlflowClient(uri), eid)
     analysis = out / "analysis"
     common = ["-e", NAME, "--tracking-uri", uri, "--no-log", "--out", str(analysis)]
-    for name, module in (("collect_cli_s", collect), ("paper_table_cli_s", paper_table)):
-        code, figures[name] = timed(lambda m=module: m.main(common))
+    for name, module, more in (
+        ("collect_cli_s", collect, []),
+        ("paper_table_cli_s", paper_table, []),
+        ("figure2_cli_s", reconstructions, ["--storage", str(out / "runs")]),  # reads packs
+    ):
+        code, figures[name] = timed(lambda m=module, a=more: m.main(common + a))
         if code != 0:
             raise SystemExit(f"{module.__name__} exited {code}")
     if why := mlflow_ui.have_chromium():

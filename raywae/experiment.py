@@ -73,8 +73,9 @@ def search_tables(
 ) -> tuple[GridImages, list[tuple[int, int, int]]]:
     """The nearest-image search over `grid`'s images (rows: their ds rows) and the pairs of
     metric/gt_interp_* (test: (len(grid),) bool), built once per process for the latest
-    (data fingerprint, data grid, metric grid): a reused Ray worker runs many packs (~4 s
-    and ~120 MB on the full grid). The full grid searches ds's packed table itself."""
+    (data fingerprint, data grid, metric grid): a process that runs several experiments (a
+    bench) builds it once (~4 s and ~120 MB on the full grid; a sweep's trial runs in its own
+    worker). The full grid searches ds's packed table itself."""
     key = (ds.provenance()["data/fingerprint"], ds.grid.describe(), grid.describe())
     if key not in _SEARCH:
         _SEARCH.clear()

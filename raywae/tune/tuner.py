@@ -4,6 +4,7 @@ results per model (`summarize`: best model per arm, failures, where everything i
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -23,6 +24,10 @@ from raywae.tune.preflight import (
 )
 from raywae.tune.search import planned_search, searcher
 
+# A trial's worker process ends with it. Reused, a worker kept what its trials had allocated
+# (2-3 GB per 50-model FactorVAE pack: the study's smoke run was OOM-killed at its 15th
+# trial); a new one costs an import of torch and raywae (a few seconds) per trial.
+REUSE_ACTORS = False
 SUMMARY_COLUMNS = ("test/recon", "metric/beta_vae_4", "metric/beta_vae_5")
 
 
@@ -86,6 +91,8 @@ def run(
             "--storage DIR for a new one"
         )
     if resume:  # the scheduler and callbacks as saved, their states restored by Tune
+        if experiment is not None:
+            set_reuse_actors(experiment)
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True)
     else:
         space: dict[str, Any] = {}
@@ -108,7 +115,7 @@ def run(
                 search_alg=search,
                 scheduler=scheduler,
                 max_concurrent_trials=spec.concurrency or None,
-                reuse_actors=True,  # a worker imports torch / Ray / raywae once, not per trial
+                reuse_actors=REUSE_ACTORS,
                 trial_dirname_creator=lambda t: f"{t.trial_id}",
             ),
             run_config=tune.RunConfig(
@@ -130,12 +137,36 @@ def run(
                 ),
             ),
         )
-    results = tuner.fit()
+    try:
+        results = tuner.fit()
+    except RuntimeError as err:  # Tune 2.60 stops the sweep when Ray's memory monitor kills a
+        if not isinstance(err.__cause__, ray.exceptions.OutOfMemoryError):  # trial's worker
+            raise
+        reason = str(err.__cause__).splitlines()[0]
+        print(
+            f"error: Ray's memory monitor killed a trial's worker ({reason}), and Ray Tune "
+            "stops the sweep on that. Finished trials are kept: lower `pack` or the trials "
+            f"per node, then resume: python -m raywae.sweep {spec.source} --resume "
+            "(with the same --set and --storage)",
+            file=sys.stderr,
+        )
+        return 1
     if spec.scheduler.settings.get("final_eval"):
         from raywae.tune.stopped import evaluate_stopped
 
         evaluate_stopped(spec, results, tracking_uri)
     return summarize(spec, results, path, tracking_uri)
+
+
+def set_reuse_actors(experiment: Path) -> None:
+    """REUSE_ACTORS in a saved sweep's Tune state: Tune restores its controller's settings
+    from its experiment state files (Ray 2.60), so a sweep saved with reused workers would
+    go on reusing them after a resume."""
+    for state in experiment.glob("experiment_state-*.json"):
+        saved = json.loads(state.read_text())
+        if saved.get("runner_data", {}).get("_reuse_actors", REUSE_ACTORS) != REUSE_ACTORS:
+            saved["runner_data"]["_reuse_actors"] = REUSE_ACTORS
+            state.write_text(json.dumps(saved))
 
 
 def model_results(results: Any) -> list[tuple[str, Any, dict[str, Any]]]:

@@ -28,11 +28,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import mlflow_ui  # noqa: E402
+from bench.metrics_speed import timed  # noqa: E402
 
 SPACE = "search_spaces/locatello.yaml"
 NAME = "locatello"
@@ -91,13 +93,7 @@ def run_sweep(out: Path) -> dict[str, float]:
     }
 
 
-def timed(fn: object) -> tuple[object, float]:
-    start = time.perf_counter()
-    value = fn()  # type: ignore[operator]
-    return value, time.perf_counter() - start
-
-
-def driver_per_pack(client: object, experiment_id: str) -> dict[str, float]:
+def driver_per_pack(client: Any, experiment_id: str) -> dict[str, float]:
     """Whether the driver slows as the store grows, from the runs' own times: per pack (in
     start order), the seconds from its first run's creation to its last's (the driver opening
     50 runs), from its first run's end to its last's (closing them: artifacts and status),
@@ -105,7 +101,7 @@ def driver_per_pack(client: object, experiment_id: str) -> dict[str, float]:
     against the last 5."""
     import pandas as pd
 
-    runs = client.search_runs([experiment_id], max_results=50_000)  # type: ignore[attr-defined]
+    runs = client.search_runs([experiment_id], max_results=50_000)
     df = pd.DataFrame(
         [
             (r.data.tags.get("raywae.trial_id"), r.info.start_time, r.info.end_time)
@@ -146,9 +142,9 @@ def measure(out: Path) -> dict[str, float]:
     records, figures["collect_read_s"] = timed(
         lambda: collect.mlflow_records(MlflowClient(uri), eid, NAME)
     )
-    runs, figures["collect_tidy_s"] = timed(lambda: collect.tidy(records))  # type: ignore[arg-type]
-    figures["runs"] = len(runs)  # type: ignore[arg-type]
-    finished = runs[runs["status"] == "FINISHED"]  # type: ignore[index]
+    runs, figures["collect_tidy_s"] = timed(lambda: collect.tidy(records))
+    figures["runs"] = len(runs)
+    finished = runs[runs["status"] == "FINISHED"]
     figures["runs_finished"] = len(finished)
     figures["runs_with_score"] = int(finished[SCORE].notna().sum()) if SCORE in runs else 0
     figures |= driver_per_pack(MlflowClient(uri), eid)
@@ -165,7 +161,7 @@ def measure(out: Path) -> dict[str, float]:
     if why := mlflow_ui.have_chromium():
         print(f"MLflow UI not timed: {why}")
         return figures
-    first = runs.sort_values("run_name")["run_name"]  # type: ignore[union-attr]
+    first = runs.sort_values("run_name")["run_name"]
     with mlflow_ui.mlflow_server(uri, out / "server.log") as url:
         with mlflow_ui.chromium(out / "chromium") as driver:
             wait = WebDriverWait(driver, 600)

@@ -166,20 +166,19 @@ class MLflowCallback(tune.Callback):
         members = self.spec.members(trial.config)
         return {run_key(trial.trial_id, i, len(members)): m for i, m in enumerate(members)}
 
-    def _found(self, trial: Any) -> dict[str, Any]:
-        """The trial's runs already in the store (a resumed sweep), run key -> run, from one
-        search for the whole pack (not one per member)."""
-        query = f"tags.`{TRIAL_TAG}` = '{trial.trial_id}'"
+    def _found(self, trial_id: str, size: int) -> dict[str, Any]:
+        """The runs of a trial of `size` models already in the store (a resumed sweep), run
+        key -> run, from one search for the whole pack (not one per member)."""
+        query = f"tags.`{TRIAL_TAG}` = '{trial_id}'"
         runs = self.client.search_runs([self._experiment], query, max_results=50_000)
-        size = len(self.spec.members(trial.config))
-        return {run_key(trial.trial_id, int(r.data.tags.get(MEMBER_TAG, 0)), size): r for r in runs}
+        return {run_key(trial_id, int(r.data.tags.get(MEMBER_TAG, 0)), size): r for r in runs}
 
     def run_ids(self, trial: Any) -> dict[str, str]:
         """The trial's runs (key -> run id): cached, else found by tag (resume), else
         created; a run found FAILED or FINISHED stays closed."""
         members = self.members(trial)
         if missing := [key for key in members if key not in self._runs]:
-            found = self._found(trial)
+            found = self._found(trial.trial_id, len(members))
             for key in missing:
                 self._runs[key] = self._open(trial, key, members[key], found.get(key))
         return {key: self._runs[key] for key in members}

@@ -14,6 +14,7 @@ PROTOCOL §6 test reconstruction error.
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -417,13 +418,18 @@ class Trainer:
         index, bs = self.test_index[:max_images], self.cfg.train.eval_batch_size
         return recon_error(self.member_model(member), self.rows, index, bs, gen, progress)
 
+    @functools.cached_property
+    def _widest_activation(self) -> int:
+        """One model's widest encoder activation per image (its arch and data: fixed)."""
+        encoder = self.member_model(self.active[0]).encoder
+        return widest_activation(encoder, self.rows(self.test_index[:2]))
+
     def code_tables(self, grid: FactorGrid, progress: bool | Bar = False) -> np.ndarray:
         """Encoder means of the active models over `grid` (ds.grid or a subgrid of it), from
         one encoding pass: (R_active, len(grid), d) float32, row r for model active[r]. A
         batch holds at most ENCODE_FLOATS floats of the encoder's widest activation over all
         R models (a 50-model conv64 pack: 81 images at a time, not 8192: 54 GB)."""
-        model = self.member_model(self.active[0])
-        widest = len(self.active) * widest_activation(model.encoder, self.rows(self.test_index[:2]))
+        widest = len(self.active) * self._widest_activation
         batch = max(1, min(ENCODE_BATCH, ENCODE_FLOATS // widest))
         encoder = self._steps.encoder()
         tables = encode_grid(encoder, self.ds, batch, progress=progress, grid=grid)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_shared_storage import free_port
+from bench.mlflow_ui import free_port
 from tests.test_sweep import write_space
 
 LIMIT = 60  # seconds: far above a clean failure (a few s past start-up), far below Ray's hang
